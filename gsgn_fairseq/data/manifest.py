@@ -1,0 +1,36 @@
+"""fairseq speech_to_text TSV manifests: read and write without pandas, atomically.
+
+Same dialect as fairseq's ``load_df_from_tsv``/``save_df_to_tsv``: tab-separated, a header
+row, no quoting (fields must not contain tabs or newlines).
+"""
+import csv
+import os
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+S2T_COLUMNS = ["id", "audio", "n_frames", "tgt_text", "speaker", "src_text"]
+UNITS_COLUMN = "units"
+
+
+def read_tsv(path: Path) -> List[Dict[str, str]]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest not found: {path}")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter="\t", quotechar=None, quoting=csv.QUOTE_NONE)
+        return list(reader)
+
+
+def write_tsv(path: Path, rows: Sequence[Dict[str, str]], columns: Sequence[str]) -> None:
+    """Write rows to ``path`` atomically; every value is checked for tabs and newlines."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        f.write("\t".join(columns) + "\n")
+        for row in rows:
+            values = [str(row[c]) for c in columns]
+            for c, v in zip(columns, values):
+                if "\t" in v or "\n" in v or "\r" in v:
+                    raise ValueError(f"{path}: utterance {row.get('id')}: field {c!r} contains a tab or newline")
+            f.write("\t".join(values) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,71 @@
+"""Uncompressed zip stores of numpy arrays, addressed as fairseq's ``file.zip:offset:length``.
+
+fairseq's ``audio_utils.get_features_or_waveform`` reads ``path.zip:offset:length`` by
+seeking into the raw zip file, so members must be STORED (not deflated) and the offset must
+point at the member's bytes, past its local header.
+"""
+import io
+import os
+import struct
+import zipfile
+from pathlib import Path
+from typing import Dict, Iterable, Tuple
+
+import numpy as np
+
+_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # 30 bytes, PKZIP local file header
+
+
+def array_to_npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def write_npy_zip(path: Path, items: Iterable[Tuple[str, np.ndarray]]) -> None:
+    """Write ``{name}.npy`` members (stored) to ``path`` atomically (tmp file + rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
+        for name, array in items:
+            # fixed timestamp and mode: the same items give the same bytes on every run
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            z.writestr(info, array_to_npy_bytes(array))
+    os.replace(tmp, path)
+
+
+def zip_manifest(path: Path, prefix: str = None) -> Dict[str, str]:
+    """Map each member's stem to ``"{prefix}:{offset}:{length}"``.
+
+    ``prefix`` defaults to the zip's file name (paths in the TSVs are relative to the data
+    root). Offsets are read from each member's local header, so they are right even when a
+    writer put extra fields there.
+    """
+    path = Path(path)
+    prefix = path.name if prefix is None else prefix
+    manifest = {}
+    with zipfile.ZipFile(path) as z, open(path, "rb") as f:
+        for info in z.infolist():
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise ValueError(
+                    f"{path}: member {info.filename} is compressed; fairseq needs stored members"
+                )
+            f.seek(info.header_offset)
+            fields = _LOCAL_HEADER.unpack(f.read(_LOCAL_HEADER.size))
+            name_len, extra_len = fields[-2], fields[-1]
+            offset = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
+            stem = info.filename[: -len(".npy")] if info.filename.endswith(".npy") else info.filename
+            manifest[stem] = f"{prefix}:{offset}:{info.file_size}"
+    return manifest
+
+
+def read_npy_ref(root: Path, ref: str) -> np.ndarray:
+    """Read the array behind a ``file.zip:offset:length`` reference relative to ``root``."""
+    file, offset, length = ref.rsplit(":", 2)
+    with open(Path(root) / file, "rb") as f:
+        f.seek(int(offset))
+        data = f.read(int(length))
+    if len(data) != int(length):
+        raise ValueError(f"{ref}: expected {length} bytes, read {len(data)} (truncated zip?)")
+    return np.load(io.BytesIO(data), allow_pickle=False)
