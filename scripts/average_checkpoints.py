@@ -1,0 +1,135 @@
+#!/usr/bin/env python
+"""Average the N best fairseq checkpoints of a run, as the paper's evaluation protocol does.
+
+The candidates are the epoch checkpoints (``checkpoint{N}.pt``) and the
+``checkpoint.best_{metric}_{value}.pt`` files that ``--keep-best-checkpoints`` writes in a
+fairseq save dir; duplicates of one update (``checkpoint_best.pt``, ``checkpoint_last.pt``,
+an epoch file and a best file of the same update) count once. Each candidate is ranked by the
+validation value fairseq stored in it (``extra_state["val_loss"]``, which holds whatever
+``--best-checkpoint-metric`` measured: lower is better unless ``--maximize``).
+
+Parameters are averaged in float64 and cast back. The output keeps the first checkpoint's
+configuration (so ``fairseq-generate --path`` loads it) without the optimizer state, and a
+``.json`` beside it lists the averaged epochs; the largest is the run's "convergence epoch".
+
+    python scripts/average_checkpoints.py --inputs exp/gsgn --num-best-checkpoints 10 \
+        --output exp/gsgn/checkpoint_avg10.pt
+"""
+import argparse
+import collections
+import json
+import logging
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List
+
+import torch
+
+import gsgn_fairseq.checkpoint_compat  # noqa: F401  (fairseq checkpoints under weights_only)
+
+logger = logging.getLogger("average_checkpoints")
+CANDIDATE = re.compile(r"^checkpoint(\d+|\.best_.+)\.pt$")
+
+
+@dataclass
+class Candidate:
+    path: str
+    epoch: int
+    num_updates: int
+    metric: float
+
+
+def _load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", mmap=True)
+
+
+def list_candidates(save_dir: Path) -> List[Candidate]:
+    """Every distinct update saved in ``save_dir`` that carries a validation value."""
+    seen: Dict[int, Candidate] = {}
+    for path in sorted(Path(save_dir).iterdir()):
+        if not CANDIDATE.match(path.name):
+            continue
+        state = _load(path)
+        extra = state.get("extra_state") or {}
+        metric = extra.get("val_loss")
+        if metric is None:
+            logger.warning(f"{path}: no validation value stored; skipped")
+            continue
+        epoch = int(extra["train_iterator"]["epoch"])
+        updates = int(state["optimizer_history"][-1]["num_updates"])
+        seen.setdefault(updates, Candidate(str(path), epoch, updates, float(metric)))
+    return list(seen.values())
+
+
+def select_best(candidates: List[Candidate], n: int, maximize: bool = False) -> List[Candidate]:
+    if not candidates:
+        raise ValueError("no checkpoints with a validation value to choose from")
+    ranked = sorted(candidates, key=lambda c: (-c.metric if maximize else c.metric, c.epoch))
+    if len(ranked) < n:
+        logger.warning(f"asked for {n} best checkpoints, only {len(ranked)} exist; averaging those")
+    return ranked[:n]
+
+
+def average_states(paths: List[str]) -> dict:
+    """Average the ``model`` entries of the checkpoints at ``paths``."""
+    total: "collections.OrderedDict[str, torch.Tensor]" = collections.OrderedDict()
+    first = None
+    for path in paths:
+        state = _load(Path(path))
+        if first is None:
+            first = state
+        params = state["model"]
+        if total and set(params) != set(total):
+            diff = sorted(set(params) ^ set(total))[:5]
+            raise ValueError(f"{path}: parameters differ from {paths[0]} (e.g. {diff})")
+        for k, v in params.items():
+            if k in total and total[k].shape != v.shape:
+                raise ValueError(f"{path}: {k} has shape {tuple(v.shape)}, {paths[0]} has {tuple(total[k].shape)}")
+            if v.is_floating_point():
+                total[k] = v.double() if k not in total else total[k] + v.double()
+            else:  # integer buffers (e.g. step counters) are taken from the first checkpoint
+                total.setdefault(k, v.clone())
+    averaged = collections.OrderedDict(
+        (k, (v / len(paths)).to(first["model"][k].dtype) if v.is_floating_point() else v)
+        for k, v in total.items()
+    )
+    out = {k: v for k, v in first.items() if k != "last_optimizer_state"}
+    out["model"] = averaged
+    return out
+
+
+def average_best(save_dir: Path, n: int, output: Path, maximize: bool = False) -> dict:
+    chosen = select_best(list_candidates(save_dir), n, maximize)
+    state = average_states([c.path for c in chosen])
+    output = Path(output)
+    tmp = output.with_name(output.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, output)
+    summary = {
+        "checkpoints": [asdict(c) for c in chosen],
+        "epochs": sorted(c.epoch for c in chosen),
+        "convergence_epoch": max(c.epoch for c in chosen),
+        "maximize": maximize,
+    }
+    with open(str(output) + ".json", "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+def main():
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--inputs", required=True, type=Path, help="fairseq --save-dir of one run")
+    p.add_argument("--num-best-checkpoints", type=int, default=10)
+    p.add_argument("--maximize", action="store_true", help="higher validation value is better (e.g. BLEU)")
+    p.add_argument("--output", required=True, type=Path)
+    args = p.parse_args()
+    summary = average_best(args.inputs, args.num_best_checkpoints, args.output, args.maximize)
+    logger.info(f"averaged epochs {summary['epochs']} -> {args.output} "
+                f"(convergence epoch {summary['convergence_epoch']})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# GSGN on MuST-C: prepare -> units -> train each variant -> average -> decode -> table.
+#
+# Expected data (the MuST-C v1 release, or the toy corpus from scripts/make_toy_corpus.py):
+#   $DATA_ROOT/en-$TGT/data/{train,dev,tst-COMMON[,tst-HE]}/wav/*.wav
+#   $DATA_ROOT/en-$TGT/data/{split}/txt/{split}.yaml, {split}.en, {split}.$TGT
+#
+# Stages and what they write:
+#   0 prep     $DATA_ROOT/en-$TGT/{fbank80.zip,{split}_st.tsv,spm_unigram*_{st,src}.*,config_st.yaml}
+#   1 units    $DATA_ROOT/en-$TGT/units.zip and a `units` column in every TSV
+#              (--units hubert: --hubert-checkpoint + --km-model, e.g. hubert_base_ls960.pt and
+#               hubert_base_ls960_L9_km500.bin; --units mfcc: k-means learned here, $EXP/km_mfcc.bin)
+#   2 train    $EXP/{variant}/checkpoint*.pt, train.log (fairseq JSON log)
+#   3 average  $EXP/{variant}/checkpoint_avg$N_AVG.pt (+ .json with the averaged epochs)
+#   4 decode   $EXP/{variant}/generate-{split}.txt, bleu-{split}.json (sacreBLEU + signature)
+#   5 table    $EXP/results.md
+# A finished stage leaves $EXP/.done/<stage>[.<variant>]; rerunning skips it.
+#
+# Multi-GPU: fairseq uses every visible GPU by default; pass fairseq's own flags through
+# --train-extra, e.g. --train-extra "--distributed-world-size 4 --update-freq 2", or run
+# under torchrun with --train-extra "--distributed-port 12345". Effective batch =
+# max_tokens x GPUs x update_freq: keep it equal to compare with single-GPU numbers.
+set -euo pipefail
+
+log() { echo "[$(date '+%Y-%m-%d %H:%M:%S')] (${BASH_SOURCE[0]##*/}:${BASH_LINENO[0]}) $*"; }
+
+ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+PY=${PY:-$ROOT_DIR/.venv/bin/python}
+BIN=$(dirname "$PY")
+
+# ---- options (override with --name value) ----
+stage=0
+stop_stage=5
+data_root=data/must_c
+tgt_lang=de
+exp=""
+vocab_size=8000
+jobs=$(nproc)
+units=mfcc               # mfcc | hubert
+hubert_checkpoint=""
+km_model=""
+layer=9
+n_clusters=500
+km_percent=0.1
+variants=fbank,unit,gsgn,gsgn_drop
+arch=s2t_gsgn
+max_tokens=40000
+update_freq=1
+lr=2e-3
+warmup=4000
+max_epoch=100
+patience=10
+seed=1
+msd_schedule="1:0.3,0.0;10:0.5,0.3;25:0.3,0.0"
+gate_target=factorized
+n_avg=10
+beam=5
+lenpen=1.0
+inference_branch=fusion
+num_workers=2
+train_extra=""
+test_splits=""
+
+while [ $# -gt 0 ]; do
+  name=${1#--}; name=${name//-/_}
+  [ $# -ge 2 ] || { echo "missing value for $1" >&2; exit 1; }
+  declare -p "$name" >/dev/null 2>&1 || { echo "unknown option $1" >&2; exit 1; }
+  printf -v "$name" '%s' "$2"; shift 2
+done
+
+data=$data_root/en-$tgt_lang
+exp=${exp:-exp/must_c_en-$tgt_lang}
+mkdir -p "$exp/.done"
+done_mark() { touch "$exp/.done/$1"; }
+is_done() { [ -f "$exp/.done/$1" ]; }
+if [ -z "$test_splits" ]; then
+  test_splits=tst-COMMON
+  [ -f "$data/data/tst-HE/txt/tst-HE.yaml" ] && test_splits=tst-COMMON,tst-HE
+fi
+
+variant_flags() {
+  local common="--criterion label_smoothed_cross_entropy_with_gate --gate-target $gate_target"
+  case $1 in
+    fbank)          echo "$common --fusion fbank" ;;
+    unit)           echo "$common --fusion unit" ;;
+    gsgn)           echo "$common --fusion gsgn" ;;
+    gsgn_drop)      echo "$common --fusion gsgn --multi-stage-dropout --msd-schedule $msd_schedule" ;;
+    concat)         echo "$common --fusion concat" ;;
+    noise_sum)      echo "$common --fusion noise-sum" ;;
+    noise_replace)  echo "$common --fusion noise-replace" ;;
+    noise_replace_drop) echo "$common --fusion noise-replace --multi-stage-dropout --msd-schedule $msd_schedule" ;;
+    *) echo "unknown variant '$1' (fbank unit gsgn gsgn_drop concat noise_sum noise_replace noise_replace_drop)" >&2; return 1 ;;
+  esac
+}
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ] && ! is_done prep; then
+  log "stage 0: prepare $data (fbank, SentencePiece $vocab_size, config)"
+  "$PY" "$ROOT_DIR/scripts/prep_mustc.py" --data-root "$data_root" --tgt-lang "$tgt_lang" \
+    --vocab-size "$vocab_size" --jobs "$jobs"
+  done_mark prep
+fi
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ] && ! is_done units; then
+  if [ "$units" = hubert ]; then
+    [ -f "$hubert_checkpoint" ] || { echo "--units hubert needs --hubert-checkpoint FILE" >&2; exit 1; }
+    if [ -z "$km_model" ]; then
+      km_model=$exp/km_hubert_L${layer}_$n_clusters.bin
+      log "stage 1: learn k-means ($n_clusters) on HuBERT layer $layer"
+      "$PY" "$ROOT_DIR/scripts/learn_kmeans.py" --data-root "$data_root" --tgt-lang "$tgt_lang" \
+        --feature hubert --checkpoint "$hubert_checkpoint" --layer "$layer" \
+        --n-clusters "$n_clusters" --percent "$km_percent" --out "$km_model"
+    fi
+    log "stage 1: HuBERT layer-$layer units with $km_model"
+    "$PY" "$ROOT_DIR/scripts/extract_units.py" --data-root "$data_root" --tgt-lang "$tgt_lang" \
+      --feature hubert --checkpoint "$hubert_checkpoint" --layer "$layer" --km-model "$km_model"
+  else
+    km_model=${km_model:-$exp/km_mfcc_$n_clusters.bin}
+    if [ ! -f "$km_model" ]; then
+      log "stage 1: learn k-means ($n_clusters) on MFCC features"
+      "$PY" "$ROOT_DIR/scripts/learn_kmeans.py" --data-root "$data_root" --tgt-lang "$tgt_lang" \
+        --feature mfcc --n-clusters "$n_clusters" --percent "$km_percent" --out "$km_model"
+    fi
+    log "stage 1: MFCC k-means units"
+    "$PY" "$ROOT_DIR/scripts/extract_units.py" --data-root "$data_root" --tgt-lang "$tgt_lang" \
+      --feature mfcc --km-model "$km_model"
+  fi
+  done_mark units
+fi
+
+IFS=, read -r -a variant_list <<< "$variants"
+for v in "${variant_list[@]}"; do
+  flags=$(variant_flags "$v")
+  run=$exp/$v
+  if [ $stage -le 2 ] && [ $stop_stage -ge 2 ] && ! is_done "train.$v"; then
+    log "stage 2: train $v ($arch)"
+    mkdir -p "$run"
+    # shellcheck disable=SC2086
+    "$BIN/fairseq-train" "$data" --user-dir "$ROOT_DIR/gsgn_fairseq" \
+      --task speech_to_text_multiview --config-yaml config_st.yaml --num-units "$n_clusters" \
+      --train-subset train_st --valid-subset dev_st \
+      --arch "$arch" $flags --label-smoothing 0.1 --report-accuracy \
+      --optimizer adam --adam-betas '(0.9, 0.98)' --lr "$lr" --lr-scheduler inverse_sqrt \
+      --warmup-updates "$warmup" --clip-norm 10.0 --max-tokens "$max_tokens" --update-freq "$update_freq" \
+      --max-epoch "$max_epoch" --patience "$patience" --seed "$seed" --num-workers "$num_workers" \
+      --save-dir "$run" --keep-best-checkpoints "$n_avg" --keep-last-epochs 1 \
+      --log-format json --log-interval 50 --log-file "$run/train.log" \
+      --skip-invalid-size-inputs-valid-test $train_extra
+    done_mark "train.$v"
+  fi
+  if [ $stage -le 3 ] && [ $stop_stage -ge 3 ] && ! is_done "average.$v"; then
+    log "stage 3: average the $n_avg best checkpoints of $v"
+    "$PY" "$ROOT_DIR/scripts/average_checkpoints.py" --inputs "$run" \
+      --num-best-checkpoints "$n_avg" --output "$run/checkpoint_avg$n_avg.pt"
+    done_mark "average.$v"
+  fi
+  if [ $stage -le 4 ] && [ $stop_stage -ge 4 ] && ! is_done "decode.$v"; then
+    IFS=, read -r -a split_list <<< "$test_splits"
+    for s in "${split_list[@]}"; do
+      log "stage 4: decode $v on $s (beam $beam, lenpen $lenpen, inference branch $inference_branch)"
+      "$BIN/fairseq-generate" "$data" --user-dir "$ROOT_DIR/gsgn_fairseq" \
+        --task speech_to_text_multiview --config-yaml config_st.yaml --num-units "$n_clusters" \
+        --gen-subset "${s}_st" --path "$run/checkpoint_avg$n_avg.pt" \
+        --model-overrides "{'inference_branch': '$inference_branch'}" \
+        --beam "$beam" --lenpen "$lenpen" --max-tokens 50000 --scoring sacrebleu \
+        --post-process sentencepiece > "$run/generate-$s.txt"
+      "$PY" "$ROOT_DIR/scripts/score_generate.py" "$run/generate-$s.txt" --json "$run/bleu-$s.json"
+    done
+    done_mark "decode.$v"
+  fi
+done
+
+if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
+  log "stage 5: results table"
+  "$PY" "$ROOT_DIR/scripts/results_table.py" --exp-dir "$exp" --variants "$variants" \
+    --splits "$test_splits" --out "$exp/results.md"
+fi

@@ -1,0 +1,95 @@
+"""Checkpoint averaging, sacreBLEU scoring of fairseq-generate output, and training plots."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import average_checkpoints  # noqa: E402
+import plot_training  # noqa: E402
+import score_generate  # noqa: E402
+
+
+def _ckpt(path, w, val, epoch, updates, step=0):
+    torch.save(
+        {
+            "cfg": {"model": {"_name": "toy"}},
+            "model": {"w": torch.tensor(w, dtype=torch.float32), "step": torch.tensor(step)},
+            "optimizer_history": [{"num_updates": updates}],
+            "last_optimizer_state": {"big": torch.zeros(3)},
+            "extra_state": {"val_loss": val, "train_iterator": {"epoch": epoch}},
+        },
+        path,
+    )
+
+
+def test_average_best_checkpoints(tmp_path):
+    # epoch: (weights, dev loss)
+    runs = {1: ([0.0, 0.0], 5.0), 2: ([2.0, 4.0], 3.0), 3: ([4.0, 8.0], 2.0), 4: ([9.0, 9.0], 4.0)}
+    for e, (w, v) in runs.items():
+        _ckpt(tmp_path / f"checkpoint{e}.pt", w, v, e, e * 10, step=e)
+    _ckpt(tmp_path / "checkpoint_best.pt", [4.0, 8.0], 2.0, 3, 30, step=3)  # duplicate of epoch 3
+    _ckpt(tmp_path / "checkpoint_last.pt", [9.0, 9.0], 4.0, 4, 40, step=4)  # ignored by name
+    out = tmp_path / "avg.pt"
+    summary = average_checkpoints.average_best(tmp_path, 2, out)
+    assert summary["epochs"] == [2, 3]  # the two lowest dev losses, epoch 3 counted once
+    assert summary["convergence_epoch"] == 3
+    state = torch.load(out, weights_only=True)
+    assert torch.allclose(state["model"]["w"], torch.tensor([3.0, 6.0]))  # (2+4)/2, (4+8)/2
+    assert state["model"]["w"].dtype == torch.float32
+    assert int(state["model"]["step"]) == 3  # integer buffers come from the best checkpoint
+    assert "last_optimizer_state" not in state
+    assert json.loads(Path(str(out) + ".json").read_text())["convergence_epoch"] == 3
+    # higher-is-better metrics (e.g. BLEU)
+    assert average_checkpoints.average_best(tmp_path, 1, out, maximize=True)["epochs"] == [1]
+
+
+def test_average_refuses_mismatched_shapes(tmp_path):
+    _ckpt(tmp_path / "checkpoint1.pt", [1.0, 2.0], 1.0, 1, 10)
+    _ckpt(tmp_path / "checkpoint2.pt", [1.0, 2.0, 3.0], 2.0, 2, 20)
+    with pytest.raises(ValueError, match="checkpoint2.pt: w has shape"):
+        average_checkpoints.average_best(tmp_path, 2, tmp_path / "avg.pt")
+
+
+def test_score_generate_orders_by_id_and_prints_signature(tmp_path):
+    out = tmp_path / "gen.txt"
+    out.write_text(
+        "S-1\tx\nT-1\tdas ist ein kleiner test\nH-1\t-0.1\t▁das ...\n"
+        "D-1\t-0.1\tdas ist ein kleiner test\n"
+        "T-0\tder hund schläft im garten\nD-0\t-0.2\tder hund schläft im garten\n"
+    )
+    res = score_generate.score(out)
+    assert res["bleu"] == 100.0 and res["n_sentences"] == 2
+    assert res["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    out.write_text("T-0\tder hund\nD-0\t-0.2\tdie katze\n")
+    assert score_generate.score(out)["bleu"] == 0.0
+
+
+def test_score_generate_refuses_missing_hypotheses(tmp_path):
+    out = tmp_path / "gen.txt"
+    out.write_text("T-0\ta b\nD-0\t-1\ta b\nT-7\tc d\n")
+    with pytest.raises(ValueError, match=r"gen.txt: 1 samples have no D- hypothesis \(first ids \[7\]\)"):
+        score_generate.score(out)
+
+
+def test_plot_training_reads_fairseq_json_logs(tmp_path):
+    def line(kind, rec):
+        return f"2026-11-26 10:00:00 | INFO | {kind} | {json.dumps({k: str(v) for k, v in rec.items()})}\n"
+
+    fb = tmp_path / "fbank.log"
+    fb.write_text("".join(line("valid", {"epoch": e, "valid_loss": 5 - e}) for e in (1, 2, 3)))
+    gs = tmp_path / "gsgn.log"
+    gs.write_text(
+        "".join(line("train_inner", {"epoch": 1, "num_updates": u, "grad_cos": 0.5 - u / 100,
+                                     "conflict_pct": u, "g_fbank_mean": 0.9 + u / 100}) for u in (10, 20))
+        + "".join(line("valid", {"epoch": e, "valid_loss": 4 - e, "valid_bleu": 10 * e}) for e in (1, 2))
+    )
+    recs = plot_training.parse_log(gs)
+    assert plot_training.series(recs["valid"], "epoch", "valid_bleu") == ([1.0, 2.0], [10.0, 20.0])
+    written = plot_training.plot_all({"fbank": fb, "gsgn": gs}, tmp_path / "fig")
+    assert sorted(p.name for p in written) == ["gate_means.png", "gradient_conflict.png", "learning_curves.png"]
+    assert all(p.stat().st_size > 1000 for p in written)
+    # an fbank-only log has no gate metrics: only the learning curves are drawn
+    assert [p.name for p in plot_training.plot_all({"fbank": fb}, tmp_path / "fig2")] == ["learning_curves.png"]
