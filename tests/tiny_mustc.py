@@ -8,7 +8,7 @@
     root/en-XX/data/{split}/txt/{split}.XX      # its word-by-word translation
 
 Each segment is a tone (its pitch set by the sentence's first word) over low noise, 0.4-1.0 s
-long, with quiet gaps between segments; texts come from a 5-word grammar with a fixed
+long, with quiet gaps (0.1-0.3 s) before segments; texts come from a tiny grammar with a fixed
 lexicon (de, fr, es; other languages get reversed English words). Talk names are unique across
 splits, as in MuST-C. The same arguments always give the same bytes; every pair holds the same
 audio and English text.
@@ -50,21 +50,22 @@ def _sentence(rng: np.random.Generator) -> str:
 
 def _talk(rng: np.random.Generator, sentences: Sequence[str], sample_rate: int):
     """Audio of one talk and its (offset, duration) segments in seconds."""
-    pieces, segments, t = [], [], 0.0
-
-    def add(samples: np.ndarray) -> float:
-        pieces.append(samples)
-        return len(samples) / sample_rate
-
-    t += add(0.003 * rng.standard_normal(int(0.2 * sample_rate)))
-    for s in sentences:
-        n = int(round(rng.uniform(0.4, 1.0) * 100)) * sample_rate // 100  # whole centiseconds
-        freq = 200.0 + 50.0 * sorted(LEXICON).index(s.split()[0]) + 30.0 * len(s.split()[2])
-        time = np.arange(n) / sample_rate
-        tone = 0.3 * np.sin(2 * np.pi * freq * time) * np.hanning(n)
-        segments.append((t, n / sample_rate))
-        t += add(tone + 0.02 * rng.standard_normal(n))
-        t += add(0.003 * rng.standard_normal(int(rng.uniform(0.1, 0.3) * sample_rate)))
+    # Durations are whole milliseconds and drawn before the noise, so every sample rate gives
+    # the same segments in seconds.
+    n_ms = [round(rng.uniform(400, 1000)) if i % 2 else round(rng.uniform(100, 300)) for i in range(2 * len(sentences))]
+    noise = np.random.default_rng(rng.integers(2**32))
+    pieces, segments, t = [0.003 * noise.standard_normal(sample_rate // 5)], [], 0.2
+    for i, ms in enumerate(n_ms):
+        n = ms * sample_rate // 1000
+        if i % 2:  # speech: a tone whose pitch depends on the words, over noise
+            words = sentences[i // 2].split()
+            freq = 200.0 + 50.0 * sorted(LEXICON).index(words[0]) + 30.0 * len(words[2])
+            tone = 0.3 * np.sin(2 * np.pi * freq * np.arange(n) / sample_rate) * np.hanning(n)
+            pieces.append(tone + 0.02 * noise.standard_normal(n))
+            segments.append((t, ms / 1000))
+        else:  # pause
+            pieces.append(0.003 * noise.standard_normal(n))
+        t += ms / 1000
     return np.concatenate(pieces).astype(np.float32), segments
 
 
