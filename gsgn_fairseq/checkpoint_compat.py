@@ -11,9 +11,11 @@ import argparse
 import collections
 
 import torch
+from fairseq.data.dictionary import Dictionary
 
 # Types found in fairseq 0.12 checkpoints (s2t, transformer and HuBERT models alike).
-SAFE_GLOBALS = [argparse.Namespace, collections.OrderedDict]
+# HuBERT pre-training checkpoints keep their label dictionaries in ``task_state``.
+SAFE_GLOBALS = [argparse.Namespace, collections.OrderedDict, Dictionary]
 
 
 def allow_fairseq_checkpoints() -> None:
