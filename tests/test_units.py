@@ -18,6 +18,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import extract_units  # noqa: E402
 import learn_kmeans  # noqa: E402
+from make_random_hubert import make_random_hubert  # noqa: E402
 from gsgn_fairseq.data.manifest import S2T_COLUMNS, read_tsv, write_tsv  # noqa: E402
 from gsgn_fairseq.data.mustc import DataError, cut_segment, load_segments, read_wav  # noqa: E402
 from gsgn_fairseq.data.unit_features import (  # noqa: E402
@@ -147,51 +148,9 @@ def test_mfcc_frame_count():
 # ---------------------------------------------------------------- tiny HuBERT
 
 
-def save_fairseq_checkpoint(path, cfg, model, task):
-    """As fairseq's Trainer.state_dict + checkpoint_utils.torch_persistent_save."""
-    from fairseq import checkpoint_utils
-    from omegaconf import OmegaConf
-
-    state = {
-        "args": None,
-        "cfg": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
-        "model": model.state_dict(),
-        "criterion": None,
-        "optimizer_history": [{"criterion_name": "HubertCriterion", "optimizer_name": "FairseqAdam",
-                               "lr_scheduler_state": {"best": None}, "num_updates": 0}],
-        "task_state": task.state_dict(),
-        "extra_state": {"metrics": {}, "previous_training_time": 0.0},
-    }
-    checkpoint_utils.torch_persistent_save(state, str(path))
-
-
 def make_tiny_hubert(d: Path) -> Path:
     """A randomly initialised 2-layer, 32-dim HuBERT with HuBERT-base's conv strides (50 Hz)."""
-    from fairseq import tasks
-    from fairseq.data import Dictionary
-    from fairseq.dataclass.configs import FairseqConfig
-    from fairseq.models.hubert import HubertConfig
-    from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig
-    from omegaconf import OmegaConf
-
-    labels = Dictionary()
-    for i in range(K):
-        labels.add_symbol(str(i))
-    labels.save(str(d / "dict.km.txt"))
-    torch.manual_seed(0)
-    cfg = OmegaConf.structured(FairseqConfig)
-    cfg.task = OmegaConf.structured(HubertPretrainingConfig(
-        _name="hubert_pretraining", data=str(d), labels=["km"], label_rate=50.0, normalize=True))
-    cfg.model = OmegaConf.structured(HubertConfig(
-        _name="hubert", label_rate=50, conv_feature_layers="[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2",
-        encoder_layers=2, encoder_embed_dim=32, encoder_ffn_embed_dim=64, encoder_attention_heads=2,
-        conv_pos=16, conv_pos_groups=4))
-    task = tasks.setup_task(cfg.task)
-    model = task.build_model(cfg.model)
-    path = d / "tiny_hubert.pt"
-    save_fairseq_checkpoint(path, cfg, model, task)
-    (d / "dict.km.txt").unlink()  # as for a released checkpoint: the labels come from task_state
-    return path
+    return make_random_hubert(d / "tiny_hubert.pt", preset="tiny", n_labels=K, normalize=True)
 
 
 @pytest.fixture(scope="module")
