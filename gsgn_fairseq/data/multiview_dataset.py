@@ -1,0 +1,314 @@
+"""fairseq speech_to_text dataset with a second view: HuBERT discrete units (and a transcript).
+
+A manifest row has the usual columns ``id audio n_frames tgt_text speaker src_text`` plus
+``units``, a reference to an int16 ``.npy`` of unit ids (one per 20 ms), normally
+``units.zip:offset:length``. Both ``audio`` and ``units`` are read with fairseq's
+``get_features_or_waveform`` relative to the data config's ``audio_root``; when that is empty
+we use the data directory (stock fairseq would use the working directory, which breaks
+``fairseq-generate`` run from elsewhere); absolute paths are used as they are.
+
+Checks, made when an utterance is loaded (the unit count is only known then) and raised as
+``ValueError`` naming the utterance id:
+
+* unit ids must lie in ``[0, K)`` (``--num-units K``; K itself is the padding id);
+* the views must belong together: after subsampling the FBank frames ``2^n``x and the units
+  ``2^(n-1)``x (n = FBank conv layers of the model) the lengths may differ by at most
+  ``tolerance`` frames (2 by default); the model trims or pads the unit view to the FBank
+  length.
+
+The collater pads units with K and adds ``src_units`` (B, T_unit) and ``src_units_lengths``
+(B,) to ``net_input``, in the same (descending FBank length) order as ``src_tokens``. When the
+task has a source dictionary, the transcript (``src_text`` through the optional
+``src_pre_tokenizer``/``src_bpe_tokenizer``, no EOS) goes to ``sample["source_text"]``
+(B, S) padded with the source dictionary's pad, with ``sample["source_text_lengths"]`` (B,)
+and ``sample["source_text_ntokens"]``, for CTC (docs/INTERFACES.md).
+Batching is by FBank length (``n_frames``), as in fairseq, except that the last batch is
+never dropped (see ``batch_by_size``).
+"""
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from fairseq.data import ConcatDataset, Dictionary, ResamplingDataset
+from fairseq.data import data_utils as fairseq_data_utils
+from fairseq.data.audio.audio_utils import get_features_or_waveform
+from fairseq.data.audio.data_cfg import S2TDataConfig
+from fairseq.data.audio.dataset_transforms.concataugment import ConcatAugment
+from fairseq.data.audio.dataset_transforms.noisyoverlapaugment import NoisyOverlapAugment
+from fairseq.data.audio.speech_to_text_dataset import (
+    SpeechToTextDataset,
+    SpeechToTextDatasetCreator,
+    SpeechToTextDatasetItem,
+)
+from torch import Tensor
+
+from ..modules.unit_frontend import subsampled_length
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LENGTH_TOLERANCE = 2
+
+
+@dataclass
+class ViewAlignment:
+    """How the two views are compared; shared (by reference) between the task and its datasets.
+
+    ``fbank_conv_layers`` is the model's number of FBank conv layers n (FBank subsampled 2^n x,
+    units 2^(n-1) x). The task sets it from the arch before any utterance is loaded.
+    """
+
+    fbank_conv_layers: int = 2
+    tolerance: int = DEFAULT_LENGTH_TOLERANCE
+
+    def check(self, utt_id: str, n_fbank: int, n_units: int) -> None:
+        n = self.fbank_conv_layers
+        if n < 1:
+            raise ValueError(f"the FBank subsampler needs at least one conv layer, got {n}")
+        len_fbank = subsampled_length(n_fbank, n)
+        len_units = subsampled_length(n_units, n - 1)
+        if abs(len_fbank - len_units) > self.tolerance:
+            raise ValueError(
+                f"utterance {utt_id}: FBank and unit views do not belong together: "
+                f"{n_fbank} FBank frames -> {len_fbank} after {2 ** n}x subsampling, "
+                f"{n_units} units -> {len_units} after {2 ** (n - 1)}x; they may differ by at most "
+                f"{self.tolerance} frames"
+            )
+
+
+@dataclass
+class MultiviewDatasetItem(SpeechToTextDatasetItem):
+    units: Optional[Tensor] = None  # (T_unit,) long
+    transcript: Optional[Tensor] = None  # (S,) long, source-dictionary ids, no EOS
+
+
+def resolve_data_root(cfg: S2TDataConfig, data_dir: str) -> Path:
+    """Where relative ``audio``/``units`` paths start: ``audio_root``, else the data dir.
+
+    A relative ``audio_root`` that does not exist from the working directory but does from
+    the data directory is taken relative to the data directory.
+    """
+    audio_root = cfg.audio_root
+    if not audio_root:
+        return Path(data_dir)
+    root = Path(audio_root)
+    if not root.is_absolute() and not root.exists() and (Path(data_dir) / root).exists():
+        return Path(data_dir) / root
+    return root
+
+
+class SpeechToTextMultiviewDataset(SpeechToTextDataset):
+    """SpeechToTextDataset that also loads units (and a transcript); see the module docstring.
+
+    Args (beyond SpeechToTextDataset's, keyword only):
+        units_paths: one ``get_features_or_waveform`` path per utterance.
+        num_units: K; ids must be < K, padding is K.
+        alignment: the shared :class:`ViewAlignment`.
+        src_dict: source dictionary for transcripts (None: no transcripts).
+        src_pre_tokenizer, src_bpe_tokenizer: fairseq encoders applied to ``src_text``.
+    """
+
+    def __init__(
+        self,
+        *,
+        units_paths: List[str],
+        num_units: int,
+        alignment: ViewAlignment,
+        src_dict: Optional[Dictionary] = None,
+        src_pre_tokenizer=None,
+        src_bpe_tokenizer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if len(units_paths) != self.n_samples:
+            raise ValueError(f"{self.split}: {len(units_paths)} unit paths for {self.n_samples} utterances")
+        if num_units <= 0:
+            raise ValueError(f"--num-units must be positive, got {num_units}")
+        for transform in (ConcatAugment, NoisyOverlapAugment):
+            if self.dataset_transforms.has_transform(transform):
+                raise NotImplementedError(
+                    f"{self.split}: dataset transform {transform.__name__} is not supported with the unit view"
+                )
+        if self.n_frames_per_step != 1:
+            raise NotImplementedError(f"n_frames_per_step={self.n_frames_per_step} is not supported")
+        if self.cfg.use_audio_input:
+            raise NotImplementedError("use_audio_input: the multiview task reads FBank features, not waveforms")
+        self.units_paths = units_paths
+        self.num_units = num_units
+        self.unit_pad = num_units
+        self.alignment = alignment
+        self.src_dict = src_dict
+        self.src_pre_tokenizer = src_pre_tokenizer
+        self.src_bpe_tokenizer = src_bpe_tokenizer
+
+    def utt_id(self, index: int) -> str:
+        return self.ids[index] if self.ids is not None else f"#{index}"
+
+    def load_units(self, index: int) -> Tensor:
+        """(T_unit,) long unit ids of utterance ``index``, range-checked against K."""
+        uid = self.utt_id(index)
+        array = np.asarray(get_features_or_waveform(self.units_paths[index]))
+        if array.ndim != 1:
+            raise ValueError(f"utterance {uid}: units must be a 1-D array, got shape {array.shape}")
+        if not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(f"utterance {uid}: units must be integers, got dtype {array.dtype}")
+        if array.size == 0:
+            raise ValueError(f"utterance {uid}: no units in {self.units_paths[index]}")
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high >= self.num_units:
+            raise ValueError(
+                f"utterance {uid}: unit ids must be in [0, {self.num_units - 1}] (--num-units {self.num_units}), "
+                f"found min {low} max {high}"
+            )
+        return torch.from_numpy(array.astype(np.int64))
+
+    def get_transcript(self, index: int) -> Tensor:
+        text = self.tokenize(self.src_pre_tokenizer, self.src_texts[index])
+        text = self.tokenize(self.src_bpe_tokenizer, text)
+        return self.src_dict.encode_line(text, add_if_not_exist=False, append_eos=False).long()
+
+    def __getitem__(self, index: int) -> MultiviewDatasetItem:
+        item = super().__getitem__(index)
+        units = self.load_units(index)
+        self.alignment.check(self.utt_id(index), item.source.size(0), units.size(0))
+        transcript = self.get_transcript(index) if self.src_dict is not None else None
+        return MultiviewDatasetItem(
+            index=item.index,
+            source=item.source,
+            target=item.target,
+            speaker_id=item.speaker_id,
+            units=units,
+            transcript=transcript,
+        )
+
+    def batch_by_size(self, indices, max_tokens=None, max_sentences=None, required_batch_size_multiple=1):
+        """fairseq's batching, but the last batch is kept when its size is not a multiple of
+        ``required_batch_size_multiple`` (fairseq 0.12 drops it, which silently loses up to
+        ``multiple - 1`` utterances of every dev/test set in ``fairseq-generate``)."""
+        batches = list(super().batch_by_size(indices, max_tokens, max_sentences, required_batch_size_multiple))
+        covered = sum(len(b) for b in batches)
+        if covered < len(indices):
+            seen = set(np.concatenate(batches).tolist()) if batches else set()
+            rest = np.array([i for i in indices if int(i) not in seen], dtype=np.int64)
+            batches.append(rest)
+        return batches
+
+    def collater(self, samples: List[MultiviewDatasetItem], return_order: bool = False) -> Dict:
+        if len(samples) == 0:
+            return {}
+        out = super().collater(samples, return_order=True)
+        order = out["order"] if return_order else out.pop("order")  # (B,) sorted position -> sample
+        units = fairseq_data_utils.collate_tokens([s.units for s in samples], self.unit_pad, left_pad=False)
+        unit_lengths = torch.tensor([s.units.size(0) for s in samples], dtype=torch.long)
+        out["net_input"]["src_units"] = units.index_select(0, order)  # (B, T_unit)
+        out["net_input"]["src_units_lengths"] = unit_lengths.index_select(0, order)  # (B,)
+        if self.src_dict is not None:
+            tokens = fairseq_data_utils.collate_tokens(
+                [s.transcript for s in samples], self.src_dict.pad(), left_pad=False
+            )
+            lengths = torch.tensor([s.transcript.size(0) for s in samples], dtype=torch.long)
+            out["source_text"] = tokens.index_select(0, order)  # (B, S)
+            out["source_text_lengths"] = lengths.index_select(0, order)  # (B,)
+            out["source_text_ntokens"] = int(lengths.sum())
+        return out
+
+
+class SpeechToTextMultiviewDatasetCreator(SpeechToTextDatasetCreator):
+    KEY_UNITS = "units"
+
+    @classmethod
+    def _multiview_from_list(
+        cls,
+        split_name: str,
+        is_train_split: bool,
+        samples: List[Dict],
+        data_dir: str,
+        cfg: S2TDataConfig,
+        tgt_dict,
+        pre_tokenizer,
+        bpe_tokenizer,
+        speaker_to_id,
+        num_units: int,
+        alignment: ViewAlignment,
+        src_dict,
+        src_pre_tokenizer,
+        src_bpe_tokenizer,
+    ) -> SpeechToTextMultiviewDataset:
+        if cls.KEY_UNITS not in samples[0]:
+            raise ValueError(
+                f"{Path(data_dir) / (split_name + '.tsv')}: no '{cls.KEY_UNITS}' column; columns are {list(samples[0])}"
+            )
+        root = resolve_data_root(cfg, data_dir)
+        return SpeechToTextMultiviewDataset(
+            split=split_name,
+            is_train_split=is_train_split,
+            cfg=cfg,
+            audio_paths=[(root / s[cls.KEY_AUDIO]).as_posix() for s in samples],
+            n_frames=[int(s[cls.KEY_N_FRAMES]) for s in samples],
+            src_texts=[s.get(cls.KEY_SRC_TEXT, cls.DEFAULT_SRC_TEXT) for s in samples],
+            tgt_texts=[s[cls.KEY_TGT_TEXT] for s in samples],
+            speakers=[s.get(cls.KEY_SPEAKER, cls.DEFAULT_SPEAKER) for s in samples],
+            src_langs=[s.get(cls.KEY_SRC_LANG, cls.DEFAULT_LANG) for s in samples],
+            tgt_langs=[s.get(cls.KEY_TGT_LANG, cls.DEFAULT_LANG) for s in samples],
+            ids=[s[cls.KEY_ID] for s in samples],
+            tgt_dict=tgt_dict,
+            pre_tokenizer=pre_tokenizer,
+            bpe_tokenizer=bpe_tokenizer,
+            speaker_to_id=speaker_to_id,
+            units_paths=[(root / s[cls.KEY_UNITS]).as_posix() for s in samples],
+            num_units=num_units,
+            alignment=alignment,
+            src_dict=src_dict,
+            src_pre_tokenizer=src_pre_tokenizer,
+            src_bpe_tokenizer=src_bpe_tokenizer,
+        )
+
+    @classmethod
+    def from_tsv_multiview(
+        cls,
+        root: str,
+        cfg: S2TDataConfig,
+        splits: str,
+        tgt_dict,
+        pre_tokenizer,
+        bpe_tokenizer,
+        is_train_split: bool,
+        epoch: int,
+        seed: int,
+        num_units: int,
+        alignment: ViewAlignment,
+        src_dict=None,
+        src_pre_tokenizer=None,
+        src_bpe_tokenizer=None,
+        speaker_to_id=None,
+    ):
+        """Like ``SpeechToTextDatasetCreator.from_tsv`` (comma-separated splits, temperature
+        resampling of train splits) for :class:`SpeechToTextMultiviewDataset`."""
+        datasets = [
+            cls._multiview_from_list(
+                split,
+                is_train_split,
+                cls._load_samples_from_tsv(root, split),
+                root,
+                cfg,
+                tgt_dict,
+                pre_tokenizer,
+                bpe_tokenizer,
+                speaker_to_id,
+                num_units,
+                alignment,
+                src_dict,
+                src_pre_tokenizer,
+                src_bpe_tokenizer,
+            )
+            for split in splits.split(",")
+        ]
+        if is_train_split and len(datasets) > 1 and cfg.sampling_alpha != 1.0:
+            size_ratios = cls.get_size_ratios(datasets, alpha=cfg.sampling_alpha)
+            datasets = [
+                ResamplingDataset(d, size_ratio=r, seed=seed, epoch=epoch, replace=(r >= 1.0))
+                for r, d in zip(size_ratios, datasets)
+            ]
+        return ConcatDataset(datasets) if len(datasets) > 1 else datasets[0]

@@ -1,0 +1,151 @@
+"""Front ends that bring both views to the encoder frame rate: FBank subsampler and unit branch.
+
+FBank frames come every 10 ms; fairseq's ``Conv1dSubsampler`` (stride-2 convolutions + GLU)
+reduces them by ``2^n`` for ``n`` layers (paper: n = 2, 40 ms). HuBERT units come every
+20 ms, so the unit branch must reduce by half that factor, ``2^(n-1)``, to land on the same
+frame rate.
+
+Unit branch choice: an ``Embedding(K + 1, D, padding_idx=K)`` followed by the same
+``Conv1dSubsampler`` with ``n - 1`` layers, input and output size D. We reuse the FBank
+subsampler rather than averaging or striding because it is (a) learnable, like the FBank
+branch, so each view gets a comparable local-context projection before fusion, and (b) it
+shares the FBank branch's length formula ``L -> floor((L - 1) / 2) + 1`` per layer, so the
+two views differ by at most a frame or two for HuBERT-aligned inputs (units: about
+``T_fbank / 2`` frames). With ``n = 1`` (2x FBank subsampling) the unit branch is the
+embedding alone.
+
+Padding: fairseq's ``Conv1dSubsampler`` is not padding invariant: after the first layer the
+frames beyond an utterance's length hold ``glu(bias)`` rather than zeros, and the second
+layer reads them near the utterance's end, so an utterance's output depends on how much
+padding its batch added. ``MaskedConv1dSubsampler`` has the same parameters (a
+``s2t_transformer`` checkpoint's ``subsample.*`` loads into it unchanged) but zeroes every
+frame past each utterance's length before and after each layer; for odd kernel sizes the
+real frames then equal those computed on the unpadded utterance alone.
+"""
+from typing import List, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from fairseq.models.speech_to_text.modules.convolution import Conv1dSubsampler
+from fairseq.models.transformer import Embedding
+from torch import Tensor
+
+
+def subsampled_lengths(lengths: Tensor, n_layers: int) -> Tensor:
+    """Lengths after ``n_layers`` stride-2 convolutions with odd kernels and ``k // 2`` padding.
+
+    ``L -> floor((L - 1) / 2) + 1`` per layer (the formula of fairseq's Conv1dSubsampler).
+    """
+    out = lengths.clone().long()
+    for _ in range(n_layers):
+        out = torch.div(out - 1, 2, rounding_mode="floor") + 1
+    return out
+
+
+def subsampled_length(length: int, n_layers: int) -> int:
+    """Integer version of :func:`subsampled_lengths`."""
+    for _ in range(n_layers):
+        length = (length - 1) // 2 + 1
+    return length
+
+
+def frames_padding_mask(lengths: Tensor, max_len: int) -> Tensor:
+    """(B,) lengths -> (B, max_len) bool, True at frames ``>= length``."""
+    positions = torch.arange(max_len, device=lengths.device)  # (T,)
+    return positions.unsqueeze(0) >= lengths.unsqueeze(1)  # (B, T)
+
+
+def parse_kernel_sizes(spec: str, flag: str) -> List[int]:
+    """``"5,5"`` -> [5, 5]; kernels must be odd (the length formula assumes it)."""
+    try:
+        kernels = [int(k) for k in str(spec).split(",") if k.strip() != ""]
+    except ValueError:
+        raise ValueError(f"{flag}: expected comma-separated integers, got {spec!r}") from None
+    for k in kernels:
+        if k <= 0 or k % 2 == 0:
+            raise ValueError(f"{flag}: kernel sizes must be positive and odd, got {spec!r}")
+    return kernels
+
+
+class MaskedConv1dSubsampler(Conv1dSubsampler):
+    """fairseq's ``Conv1dSubsampler`` (same parameters) made padding invariant, batch first.
+
+    Args:
+        in_channels: input feature size (80 for FBank, D for unit embeddings).
+        mid_channels: channels between layers (before GLU halves them).
+        out_channels: output feature size D.
+        kernel_sizes: one odd kernel size per stride-2 layer; may be empty (identity, which
+            then requires ``in_channels == out_channels``).
+    """
+
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, kernel_sizes: Sequence[int]):
+        kernel_sizes = list(kernel_sizes)
+        for k in kernel_sizes:
+            if k % 2 == 0:
+                raise ValueError(f"kernel sizes must be odd for the length formula, got {kernel_sizes}")
+        if not kernel_sizes and in_channels != out_channels:
+            raise ValueError(
+                f"a subsampler without layers needs in_channels == out_channels, got {in_channels} and {out_channels}"
+            )
+        super().__init__(in_channels, mid_channels, out_channels, kernel_sizes)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
+        """
+        Args:
+            x: (B, T, C_in) padded input.
+            lengths: (B,) valid frames per utterance.
+
+        Returns:
+            ``(y, out_lengths)``: y (B, T', C_out) with zeros past each ``out_lengths`` frame,
+            ``T' = floor((T - 1) / 2) + 1`` per layer.
+        """
+        x = x.masked_fill(frames_padding_mask(lengths, x.size(1)).unsqueeze(-1), 0.0)
+        x = x.transpose(1, 2)  # (B, T, C) -> (B, C, T)
+        for conv in self.conv_layers:
+            x = nn.functional.glu(conv(x), dim=1)  # (B, 2C', T') -> (B, C', T')
+            lengths = subsampled_lengths(lengths, 1)
+            x = x.masked_fill(frames_padding_mask(lengths, x.size(2)).unsqueeze(1), 0.0)
+        return x.transpose(1, 2).contiguous(), lengths  # (B, C', T') -> (B, T', C')
+
+
+class UnitFrontend(nn.Module):
+    """Discrete units -> (B, T', D) at the FBank branch's frame rate.
+
+    Args:
+        num_units: K, the number of clusters; id K is padding.
+        embed_dim: D.
+        conv_channels: channels between the downsampling layers.
+        kernel_sizes: ``n - 1`` odd kernels for an FBank subsampler with ``n`` layers.
+    """
+
+    def __init__(self, num_units: int, embed_dim: int, conv_channels: int, kernel_sizes: Sequence[int]):
+        super().__init__()
+        if num_units <= 0:
+            raise ValueError(f"--num-units must be positive, got {num_units}")
+        self.num_units = num_units
+        self.padding_idx = num_units
+        self.embed_units = Embedding(num_units + 1, embed_dim, self.padding_idx)  # (K + 1, D)
+        self.kernel_sizes = list(kernel_sizes)
+        self.downsample = (
+            MaskedConv1dSubsampler(embed_dim, conv_channels, embed_dim, self.kernel_sizes) if self.kernel_sizes else None
+        )
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.kernel_sizes)
+
+    def forward(self, units: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
+        """
+        Args:
+            units: (B, T_unit) long ids in [0, K], K = padding.
+            lengths: (B,) valid units per utterance.
+
+        Returns:
+            ``(x_unit, out_lengths)``: x_unit (B, T', D), zeros past each length;
+            ``T' = T_unit`` downsampled ``n - 1`` times.
+        """
+        x = self.embed_units(units)  # (B, T_unit) -> (B, T_unit, D)
+        if self.downsample is None:
+            x = x.masked_fill(frames_padding_mask(lengths, x.size(1)).unsqueeze(-1), 0.0)
+            return x, lengths
+        return self.downsample(x, lengths)

@@ -1,0 +1,173 @@
+"""Task ``speech_to_text_multiview``: fairseq's speech_to_text with a HuBERT-unit view.
+
+Everything of ``speech_to_text`` stays (data config, target dictionary and tokenizers,
+feature transforms, batching by FBank length, ``fairseq-generate``/``fairseq-validate``);
+on top:
+
+* ``--num-units K`` (default 500): unit ids are in ``[0, K)``, K pads ``src_units``
+  (``task.unit_pad``).
+* Optional transcript dictionary for CTC over the source text (``task.transcript_dictionary``;
+  ``task.source_dictionary`` stays None as in speech_to_text), from ``config_st.yaml`` keys
+  ``src_vocab_filename`` (a fairseq dictionary under the data dir) and the optional
+  ``src_bpe_tokenizer`` / ``src_pre_tokenizer`` (same format as ``bpe_tokenizer``). When
+  present, samples carry ``sample["source_text"]`` and ``sample["source_text_lengths"]``
+  (see ``data/multiview_dataset.py`` and docs/INTERFACES.md).
+* ``--unit-length-tolerance`` (default 2): how many frames, after subsampling, the two views
+  of an utterance may differ; the FBank conv-layer count comes from the model arch
+  (``--conv-kernel-sizes``) and is refreshed when the model is built.
+* ``train_step`` calls ``criterion.set_num_updates(update_num)`` when the criterion has it.
+* ``begin_epoch(epoch, model)`` calls ``model.encoder.set_epoch(epoch)``, which selects the
+  multi-stage dropout stage; fairseq calls it at every epoch start, resumed runs included.
+"""
+import logging
+from argparse import Namespace
+from pathlib import Path
+
+from fairseq.data import Dictionary, encoders
+from fairseq.tasks import register_task
+from fairseq.tasks.speech_to_text import SpeechToTextTask
+
+from ..data.multiview_dataset import (
+    DEFAULT_LENGTH_TOLERANCE,
+    SpeechToTextMultiviewDatasetCreator,
+    ViewAlignment,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_NUM_UNITS = 500
+DEFAULT_CONV_KERNEL_SIZES = "5,5"  # fairseq's s2t default: 2 layers, 4x
+
+
+def fbank_conv_layers(args) -> int:
+    """Number of FBank conv layers from ``args.conv_kernel_sizes`` (s2t default "5,5")."""
+    spec = getattr(args, "conv_kernel_sizes", None) or DEFAULT_CONV_KERNEL_SIZES
+    return len([k for k in str(spec).split(",") if k.strip()])
+
+
+@register_task("speech_to_text_multiview")
+class SpeechToTextMultiviewTask(SpeechToTextTask):
+    @classmethod
+    def add_args(cls, parser):
+        super().add_args(parser)
+        parser.add_argument(
+            "--num-units",
+            type=int,
+            default=DEFAULT_NUM_UNITS,
+            metavar="K",
+            help="number of discrete unit clusters K; ids are in [0, K), K is the padding id",
+        )
+        parser.add_argument(
+            "--unit-length-tolerance",
+            type=int,
+            default=DEFAULT_LENGTH_TOLERANCE,
+            metavar="N",
+            help="max difference, in frames after subsampling, between the FBank and unit views of an utterance",
+        )
+
+    def __init__(self, args, tgt_dict, src_dict=None):
+        super().__init__(args, tgt_dict)
+        if self.multitask_tasks:
+            raise NotImplementedError("--multitask-config-yaml is not supported by speech_to_text_multiview")
+        self.src_dict = src_dict
+        self.num_units = args.num_units
+        if self.num_units <= 0:
+            raise ValueError(f"--num-units must be positive, got {self.num_units}")
+        self.alignment = ViewAlignment(fbank_conv_layers(args), args.unit_length_tolerance)
+        self._building_from_checkpoint = False
+
+    @property
+    def unit_pad(self) -> int:
+        return self.num_units
+
+    @classmethod
+    def setup_task(cls, args, **kwargs):
+        task = super().setup_task(args, **kwargs)  # target dictionary, train-subset naming check
+        src_vocab = task.data_cfg.config.get("src_vocab_filename")
+        if src_vocab is not None:
+            src_path = Path(args.data) / src_vocab
+            if not src_path.is_file():
+                raise FileNotFoundError(f"Source dict not found: {src_path.as_posix()} (config key src_vocab_filename)")
+            task.src_dict = Dictionary.load(src_path.as_posix())
+            logger.info(f"source dictionary size ({src_vocab}): {len(task.src_dict):,}")
+        return task
+
+    @property
+    def source_dictionary(self):
+        """None, as in fairseq's speech_to_text: the source is speech, and fairseq-generate
+        would print ``src_tokens`` (FBank) through a source dictionary."""
+        return None
+
+    @property
+    def transcript_dictionary(self):
+        """The dictionary of ``src_text`` (CTC targets), or None without ``src_vocab_filename``."""
+        return self.src_dict
+
+    def _build_src_encoder(self, key: str, builder):
+        spec = self.data_cfg.config.get(key)
+        if spec is None:
+            return None
+        spec = self.data_cfg._auto_convert_to_abs_path(spec)
+        logger.info(f"{key}: {spec}")
+        return builder(Namespace(**spec))
+
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        is_train_split = split.startswith("train")
+        self.datasets[split] = SpeechToTextMultiviewDatasetCreator.from_tsv_multiview(
+            root=self.args.data,
+            cfg=self.data_cfg,
+            splits=split,
+            tgt_dict=self.tgt_dict,
+            pre_tokenizer=self.build_tokenizer(self.args),
+            bpe_tokenizer=self.build_bpe(self.args),
+            is_train_split=is_train_split,
+            epoch=epoch,
+            seed=self.args.seed,
+            num_units=self.num_units,
+            alignment=self.alignment,
+            src_dict=self.src_dict,
+            src_pre_tokenizer=self._build_src_encoder("src_pre_tokenizer", encoders.build_tokenizer),
+            src_bpe_tokenizer=self._build_src_encoder("src_bpe_tokenizer", encoders.build_bpe),
+            speaker_to_id=self.speaker_to_id,
+        )
+
+    def build_model(self, args, from_checkpoint=False):
+        # The arch is final here (fairseq applied it to args): refresh the views' check.
+        self.alignment.fbank_conv_layers = fbank_conv_layers(args)
+        # A checkpoint's K wins over the command line's (fairseq-generate without --num-units):
+        # datasets are loaded after the model there, so they pad with the model's K.
+        saved_k = getattr(args, "num_units", None)
+        if from_checkpoint and saved_k is not None and saved_k != self.num_units:
+            logger.info(f"--num-units: using the checkpoint's {saved_k} instead of {self.num_units}")
+            self.num_units = saved_k
+        args.num_units = self.num_units
+        self._building_from_checkpoint = from_checkpoint
+        try:
+            return super().build_model(args, from_checkpoint)
+        finally:
+            self._building_from_checkpoint = False
+
+    @property
+    def building_from_checkpoint(self) -> bool:
+        """True while ``build_model`` runs for a model whose weights come from a checkpoint
+        (``fairseq-generate``/``-validate``): the model then skips pretrained initialisation."""
+        return self._building_from_checkpoint
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        """fairseq's train step; first tells the criterion the update number when it wants it
+        (the gate criterion's ``--gate-target-interval``, docs/INTERFACES.md)."""
+        if hasattr(criterion, "set_num_updates"):
+            criterion.set_num_updates(update_num)
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    def begin_epoch(self, epoch, model):
+        super().begin_epoch(epoch, model)
+        encoder = getattr(model, "encoder", None)
+        if encoder is not None and hasattr(encoder, "set_epoch"):
+            encoder.set_epoch(epoch)
+
+    def get_interactive_tokens_and_lengths(self, lines, encode_fn):
+        raise NotImplementedError("fairseq-interactive is not supported: the unit view cannot be read from stdin")
+
+    def build_dataset_for_inference(self, src_tokens, src_lengths, **kwargs):
+        raise NotImplementedError("build_dataset_for_inference is not supported: it has no unit view")

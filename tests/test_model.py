@@ -1,0 +1,409 @@
+"""The s2t_gsgn model: every fusion, interfaces (docs/INTERFACES.md), masks, branches, CTC,
+pretrained initialisation."""
+import argparse
+import copy
+
+import pytest
+import torch
+from fairseq import options, tasks
+from fairseq.criterions import build_criterion
+
+import gsgn_fairseq  # noqa: F401  (registers the plugin)
+from gsgn_fairseq.models.pretrained import load_pretrained_component
+from gsgn_fairseq.models.s2t_gsgn import FUSIONS, TWO_VIEW_FUSIONS, S2TGSGNEncoder
+from gsgn_fairseq.modules.branch_sampler import FBANK, FUSION, UNIT
+from tiny_s2t_data import make_tiny_multiview_data
+
+K = 20
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_tiny_multiview_data(tmp_path_factory.mktemp("tiny"), n_train=8, n_valid=2, num_units=K)
+
+
+def _args(data_dir, *extra, arch="s2t_gsgn_tiny"):
+    parser = options.get_training_parser()
+    argv = [str(data_dir), "--task", "speech_to_text_multiview", "--arch", arch, "--config-yaml", "config_st.yaml",
+            "--num-units", str(K), "--criterion", "label_smoothed_cross_entropy", "--seed", "1", *extra]
+    return options.parse_args_and_arch(parser, argv)
+
+
+def build(data_dir, *extra):
+    args = _args(data_dir, *extra)
+    task = tasks.setup_task(args)
+    task.load_dataset("train")
+    torch.manual_seed(0)
+    model = task.build_model(args)
+    return model, task, args
+
+
+def batch(task, indices=(0, 1, 2, 3)):
+    ds = task.datasets["train"]
+    return ds.collater([ds[i] for i in indices])
+
+
+def _encoder_out(model, sample, **kw):
+    net_input = {k: v for k, v in sample["net_input"].items() if k != "prev_output_tokens"}
+    return model.encoder(**net_input, **kw)
+
+
+MODES = [(f, False) for f in FUSIONS] + [(f, True) for f in TWO_VIEW_FUSIONS]
+
+
+@pytest.mark.parametrize("fusion,msd", MODES, ids=[f"{f}{'+msd' if m else ''}" for f, m in MODES])
+def test_every_fusion_builds_and_trains(data_dir, fusion, msd):
+    model, task, _ = build(data_dir, "--fusion", fusion, *(["--multi-stage-dropout"] if msd else []))
+    model.train()
+    sample = batch(task)
+    logits, extra = model(**sample["net_input"])
+    assert logits.shape[:2] == sample["net_input"]["prev_output_tokens"].shape
+    assert logits.size(-1) == len(task.target_dictionary)
+    logits.float().logsumexp(-1).sum().backward()
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert trainable and not missing, missing  # every parameter is in the graph (DDP-safe)
+    enc = extra["encoder_out"]
+    gated = fusion in ("gsgn", "noise-replace")
+    assert bool(enc["gsgn_g_fbank"]) == gated and bool(enc["gsgn_g_unit"]) == gated
+    assert bool(enc["gsgn_x_fbank"]) == (fusion != "unit")
+    assert bool(enc["gsgn_x_unit"]) == (fusion not in ("fbank", "noise-sum"))
+
+
+def test_units_required_unless_fbank_only(data_dir):
+    model, task, _ = build(data_dir, "--fusion", "gsgn")
+    net = {k: v for k, v in batch(task)["net_input"].items() if k not in ("src_units", "src_units_lengths")}
+    with pytest.raises(ValueError, match="--fusion gsgn needs src_units"):
+        model(**net)
+    fbank_only, task, _ = build(data_dir, "--fusion", "fbank")
+    net = {k: v for k, v in batch(task)["net_input"].items() if k not in ("src_units", "src_units_lengths")}
+    assert fbank_only.encoder.unit_frontend is None
+    fbank_only(**net)
+
+
+def test_encoder_output_follows_interfaces(data_dir):
+    model, task, args = build(data_dir, "--fusion", "gsgn", "--use-ctc")
+    sample = batch(task)
+    bsz = sample["net_input"]["src_tokens"].size(0)
+    enc = _encoder_out(model, sample)
+    (x,) = enc["encoder_out"]
+    t, b, d = x.shape
+    assert (b, d) == (bsz, args.encoder_embed_dim)
+    for key in ("gsgn_g_fbank", "gsgn_g_unit", "gsgn_x_fbank", "gsgn_x_unit", "gsgn_ref_out"):
+        assert enc[key][0].shape == (bsz, t, d), key
+    assert enc["gsgn_padding_mask"][0].shape == (bsz, t) and enc["gsgn_padding_mask"][0].dtype == torch.bool
+    assert enc["gsgn_branch"][0].tolist() == [FUSION] * bsz
+    assert enc["ctc_logits"][0].shape == (t, bsz, len(task.transcript_dictionary))
+    assert enc["ctc_padding_mask"][0].shape == (bsz, t)
+    lengths = (~enc["gsgn_padding_mask"][0]).sum(-1)
+    expected = sample["net_input"]["src_lengths"]
+    for _ in range(3):  # s2t_gsgn_tiny: 3 conv layers, 8x
+        expected = (expected - 1) // 2 + 1
+    assert lengths.tolist() == expected.tolist()
+    # the reference layer is the first acoustic layer and its output is in the graph
+    assert model.encoder.acoustic_layers[0] is not None
+    seen = []
+    enc["gsgn_ref_out"][0].register_hook(lambda g: seen.append(g.shape))
+    enc["encoder_out"][0].sum().backward()
+    assert seen == [torch.Size([bsz, t, d])]
+
+
+# noise-replace is left out on purpose: its noise is drawn for the whole padded batch tensor,
+# so which value lands on a frame depends on the batch layout.
+@pytest.mark.parametrize("fusion", ["gsgn", "concat", "unit", "fbank", "noise-sum"])
+def test_padding_never_changes_outputs(data_dir, fusion):
+    model, task, _ = build(data_dir, "--fusion", fusion, "--use-ctc")
+    model.eval()
+    ds = task.datasets["train"]
+    lengths = [ds[i].source.size(0) for i in range(len(ds))]
+    short = min(range(len(ds)), key=lambda i: lengths[i])
+    long_ = max(range(len(ds)), key=lambda i: lengths[i])
+    assert lengths[long_] > lengths[short] + 16
+    alone = ds.collater([ds[short]])
+    together = ds.collater([ds[short], ds[long_]])
+    row = together["id"].tolist().index(short)
+    # extra padding beyond every utterance, on top of the batch padding
+    net = dict(together["net_input"])
+    net["src_tokens"] = torch.cat([net["src_tokens"], torch.zeros(2, 40, 80)], dim=1)
+    net["src_units"] = torch.cat([net["src_units"], torch.full((2, 20), K)], dim=1)
+    with torch.no_grad():
+        out_alone, extra_alone = model(**alone["net_input"])
+        out_batch, extra_batch = model(**net)
+    n_tgt = alone["net_input"]["prev_output_tokens"].size(1)
+    torch.testing.assert_close(out_batch[row, :n_tgt], out_alone[0], atol=1e-5, rtol=1e-5)
+    enc_a, enc_b = extra_alone["encoder_out"], extra_batch["encoder_out"]
+    t = enc_a["encoder_out"][0].size(0)
+    torch.testing.assert_close(enc_b["encoder_out"][0][:t, row], enc_a["encoder_out"][0][:, 0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(enc_b["ctc_logits"][0][:t, row], enc_a["ctc_logits"][0][:, 0], atol=1e-5, rtol=1e-5)
+    assert torch.all(enc_b["gsgn_padding_mask"][0][row, t:])
+
+
+def test_reorder_encoder_out_reindexes_everything(data_dir):
+    model, task, _ = build(data_dir, "--fusion", "gsgn", "--use-ctc")
+    model.eval()
+    sample = batch(task)
+    enc = _encoder_out(model, sample, return_all_hiddens=True)
+    order = torch.tensor([2, 0, 3, 3, 1])
+    new = model.encoder.reorder_encoder_out(enc, order)
+    assert set(new) == set(enc)
+    time_first = {"encoder_out", "encoder_states", "ctc_logits"}
+    checked = 0
+    for key, tensors in enc.items():
+        assert len(new[key]) == len(tensors), key
+        for old_t, new_t in zip(tensors, new[key]):
+            dim = 1 if key in time_first else 0
+            assert torch.equal(new_t, old_t.index_select(dim, order)), key
+            checked += 1
+    assert checked >= 12
+
+
+def test_force_branch(data_dir):
+    model, task, _ = build(data_dir, "--fusion", "gsgn")
+    model.eval()
+    sample = batch(task)
+    net = sample["net_input"]
+    shuffled_units = dict(net, src_units=torch.where(net["src_units"] < K, (net["src_units"] + 7) % K, net["src_units"]))
+    other_fbank = dict(net, src_tokens=torch.randn_like(net["src_tokens"]) * (net["src_tokens"] != 0))
+    with torch.no_grad():
+        outs = {b: _encoder_out(model, sample, force_branch=b) for b in ("fbank", "unit", "fusion")}
+        fbank_other_units = model.encoder(**{k: v for k, v in shuffled_units.items() if k != "prev_output_tokens"},
+                                          force_branch="fbank")
+        unit_other_fbank = model.encoder(**{k: v for k, v in other_fbank.items() if k != "prev_output_tokens"},
+                                         force_branch="unit")
+    for name, index in (("fbank", FBANK), ("unit", UNIT), ("fusion", FUSION)):
+        assert outs[name]["gsgn_branch"][0].tolist() == [index] * 4
+    assert not torch.allclose(outs["fbank"]["encoder_out"][0], outs["unit"]["encoder_out"][0])
+    assert not torch.allclose(outs["fbank"]["encoder_out"][0], outs["fusion"]["encoder_out"][0])
+    # the fbank branch ignores the units, the unit branch ignores the FBank values
+    torch.testing.assert_close(fbank_other_units["encoder_out"][0], outs["fbank"]["encoder_out"][0])
+    torch.testing.assert_close(unit_other_fbank["encoder_out"][0], outs["unit"]["encoder_out"][0])
+    with pytest.raises(ValueError, match="force_branch"):
+        _encoder_out(model, sample, force_branch="both")
+    fbank_only, task2, _ = build(data_dir, "--fusion", "fbank")
+    with pytest.raises(ValueError, match="not available with --fusion fbank"):
+        _encoder_out(fbank_only, batch(task2), force_branch="unit")
+
+
+def test_gate_injector_is_called_before_eq4(data_dir):
+    model, task, _ = build(data_dir, "--fusion", "gsgn")
+    model.eval()
+    sample = batch(task)
+    calls = []
+
+    def injector(g):
+        calls.append(g.shape)
+        return torch.zeros_like(g)
+
+    with torch.no_grad():
+        logits, extra = model(**sample["net_input"], gate_injector=injector)
+        plain, _ = model(**sample["net_input"])
+    enc = extra["encoder_out"]
+    assert calls == [enc["gsgn_x_fbank"][0].shape]
+    assert torch.all(enc["gsgn_g_fbank"][0] == 0)
+    assert not torch.allclose(logits, plain)
+    # with --unit-gate one and g_fbank = 0, Eq. 4 gives x_unit: the unit branch's input
+    one, task_one, _ = build(data_dir, "--fusion", "gsgn", "--unit-gate", "one")
+    one.eval()
+    sample_one = batch(task_one)
+    with torch.no_grad():
+        zero_gate = _encoder_out(one, sample_one, gate_injector=torch.zeros_like)
+        unit_branch = _encoder_out(one, sample_one, force_branch="unit")
+    torch.testing.assert_close(zero_gate["encoder_out"][0], unit_branch["encoder_out"][0])
+    assert torch.all(zero_gate["gsgn_g_unit"][0] == 1)
+    # fusions without gates ignore the injector (the criterion passes one to every fusion)
+    calls.clear()
+    for fusion in ("concat", "fbank", "unit", "noise-sum"):
+        other, task2, _ = build(data_dir, "--fusion", fusion)
+        other(**batch(task2)["net_input"], gate_injector=injector)
+    assert calls == []
+
+
+def test_multi_stage_dropout_follows_the_epoch(data_dir):
+    model, task, _ = build(data_dir, "--fusion", "gsgn", "--multi-stage-dropout", "--msd-schedule", "1:1.0,0.0;2:0.0,1.0")
+    sample = batch(task)
+    model.train()
+    assert _encoder_out(model, sample)["gsgn_branch"][0].tolist() == [FBANK] * 4
+    task.begin_epoch(2, model)  # what fairseq calls at each epoch start, resumed runs included
+    assert model.encoder.branch_sampler.stage_index == 1
+    assert _encoder_out(model, sample)["gsgn_branch"][0].tolist() == [UNIT] * 4
+    model.eval()  # evaluation: the fusion branch by default
+    assert _encoder_out(model, sample)["gsgn_branch"][0].tolist() == [FUSION] * 4
+
+
+def test_multi_stage_dropout_needs_two_views(data_dir):
+    with pytest.raises(ValueError, match="--multi-stage-dropout"):
+        build(data_dir, "--fusion", "fbank", "--multi-stage-dropout")
+    with pytest.raises(ValueError, match="--msd-schedule"):
+        build(data_dir, "--fusion", "gsgn", "--multi-stage-dropout", "--msd-schedule", "2:0.3,0.0")
+    with pytest.raises(ValueError, match="--inference-branch unit"):
+        build(data_dir, "--fusion", "fbank", "--inference-branch", "unit")
+
+
+def test_inference_branch(data_dir):
+    model, task, _ = build(data_dir, "--fusion", "gsgn", "--inference-branch", "sample",
+                           "--msd-schedule", "1:0.0,0.0;5:0.5,0.5")
+    sample = batch(task, range(8))
+    model.eval()
+    first = _encoder_out(model, sample)["gsgn_branch"][0]
+    second = _encoder_out(model, sample)["gsgn_branch"][0]
+    assert set(first.tolist()) <= {FBANK, UNIT}  # the last stage (0.5, 0.5), not the first
+    model.train()
+    model.eval()  # a new evaluation pass starts from --inference-seed again
+    assert torch.equal(_encoder_out(model, sample)["gsgn_branch"][0], first)
+    assert set(second.tolist()) <= {FBANK, UNIT}  # the generator moves on within one pass
+    for name, index in (("fbank", FBANK), ("unit", UNIT), ("fusion", FUSION)):
+        m, t, _ = build(data_dir, "--fusion", "gsgn", "--inference-branch", name)
+        m.eval()
+        assert _encoder_out(m, batch(t))["gsgn_branch"][0].tolist() == [index] * 4
+
+
+def test_noise_modes(data_dir):
+    sum_model, task, _ = build(data_dir, "--fusion", "noise-sum", "--dropout", "0", "--attention-dropout", "0",
+                               "--activation-dropout", "0")
+    sample = batch(task)
+    low, high = sum_model.encoder.noise_range.tolist()
+    assert low < 0 < high
+    sum_model.eval()
+    a = _encoder_out(sum_model, sample)["encoder_out"][0]
+    torch.testing.assert_close(_encoder_out(sum_model, sample)["encoder_out"][0], a)
+    sum_model.train()  # noise in training only
+    assert not torch.allclose(_encoder_out(sum_model, sample)["encoder_out"][0], a)
+
+    rep_model, task, _ = build(data_dir, "--fusion", "noise-replace")
+    assert rep_model.encoder.unit_frontend is None
+    rep_model.eval()
+    enc = _encoder_out(rep_model, sample)
+    x_unit, mask = enc["gsgn_x_unit"][0], enc["gsgn_padding_mask"][0]
+    real = x_unit[~mask]
+    low, high = rep_model.encoder.noise_range.tolist()
+    assert real.min() >= low and real.max() <= high and real.std() > 0
+    assert torch.all(x_unit[mask] == 0)
+    rep_model.train()
+    rep_model.eval()
+    torch.testing.assert_close(_encoder_out(rep_model, sample)["gsgn_x_unit"][0], x_unit)
+    # no units needed
+    net = {k: v for k, v in sample["net_input"].items() if k not in ("prev_output_tokens", "src_units", "src_units_lengths")}
+    assert rep_model.encoder(**net)["encoder_out"][0].shape == enc["encoder_out"][0].shape
+
+
+def test_ctc_head_and_fairseq_ctc_criterion(data_dir):
+    model, task, args = build(data_dir, "--fusion", "gsgn", "--use-ctc")
+    assert model.encoder.ctc_proj.out_features == len(task.transcript_dictionary)
+    sample = batch(task)
+    net_output = model(**sample["net_input"])
+    lprobs, lengths = model.get_ctc_output(net_output, sample)
+    assert lprobs.shape[1] == 4 and lprobs.dtype == torch.float32
+    assert lengths.tolist() == (~net_output[1]["encoder_out"]["gsgn_padding_mask"][0]).sum(-1).tolist()
+    tokens, tgt_lengths = model.get_ctc_target(sample)
+    assert tokens.shape[0] == 4 and torch.all(tgt_lengths > 0)
+    assert tokens.ne(task.transcript_dictionary.eos()).all()  # no EOS in CTC targets
+    ctc_args = copy.deepcopy(args)
+    ctc_args.criterion, ctc_args.ctc_weight = "label_smoothed_cross_entropy_with_ctc", 1.0
+    ctc_args.label_smoothing, ctc_args.ignore_prefix_size, ctc_args.report_accuracy = 0.1, 0, False
+    ctc_args.sentence_avg = False
+    # fairseq's stock CTC criterion uses get_ctc_output/get_ctc_target
+    criterion = build_criterion(ctc_args, task)
+    loss, _, log = criterion(model, sample)
+    assert torch.isfinite(loss) and log["ctc_loss"] > 0
+    no_src = copy.deepcopy(args)
+    with pytest.raises(ValueError, match="src_vocab_filename"):
+        S2TGSGNEncoder(no_src, K, src_dict=None)
+
+
+# ---------------------------------------------------------------- pretrained initialisation
+def _save_fairseq_checkpoint(path, model):
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "args": None,
+            "cfg": None,
+            "optimizer_history": [{"criterion_name": "x", "optimizer_name": "x", "lr_scheduler_state": {}, "num_updates": 0}],
+            "extra_state": {"train_iterator": None},
+        },
+        path,
+    )
+
+
+def _asr_model(args, task, dim=128):
+    from fairseq.models.speech_to_text.s2t_transformer import S2TTransformerModel, base_architecture
+
+    asr_args = argparse.Namespace(
+        input_feat_per_channel=80, input_channels=1, conv_kernel_sizes="5,5,5", conv_channels=256,
+        encoder_embed_dim=dim, encoder_ffn_embed_dim=512, encoder_layers=3, encoder_attention_heads=4,
+        decoder_layers=1, decoder_attention_heads=4, max_source_positions=6000, max_target_positions=1024,
+        encoder_freezing_updates=0, dropout=0.1,
+    )
+    base_architecture(asr_args)
+    return S2TTransformerModel.build_model(asr_args, task)
+
+
+def _mt_model(task, dim=128, layers=2):
+    from fairseq.models.transformer import TransformerModel, base_architecture
+
+    mt_args = argparse.Namespace(
+        encoder_embed_dim=dim, encoder_ffn_embed_dim=512, encoder_layers=layers, encoder_attention_heads=4,
+        decoder_embed_dim=dim, decoder_ffn_embed_dim=512, decoder_layers=2, decoder_attention_heads=4,
+        encoder_normalize_before=True, decoder_normalize_before=True, max_source_positions=1024,
+        max_target_positions=1024,
+    )
+    base_architecture(mt_args)
+    mt_task = argparse.Namespace(source_dictionary=task.transcript_dictionary, target_dictionary=task.target_dictionary)
+    return TransformerModel.build_model(mt_args, mt_task)
+
+
+def test_pretrained_initialisation(data_dir, tmp_path, caplog):
+    _, task, _ = build(data_dir)
+    torch.manual_seed(1)
+    asr, mt = _asr_model(None, task), _mt_model(task)
+    _save_fairseq_checkpoint(tmp_path / "asr.pt", asr)
+    _save_fairseq_checkpoint(tmp_path / "mt.pt", mt)
+    caplog.set_level("INFO")
+    model, _, _ = build(
+        data_dir, "--fusion", "gsgn",
+        "--load-pretrained-acoustic-encoder-from", str(tmp_path / "asr.pt"),
+        "--load-pretrained-text-encoder-from", str(tmp_path / "mt.pt"),
+        "--load-pretrained-decoder-from", str(tmp_path / "mt.pt"),
+    )
+    ours = model.state_dict()
+    asr_sd, mt_sd = asr.state_dict(), mt.state_dict()
+    assert torch.equal(ours["encoder.subsample.conv_layers.0.weight"], asr_sd["encoder.subsample.conv_layers.0.weight"])
+    assert torch.equal(ours["encoder.acoustic_layers.2.fc1.weight"], asr_sd["encoder.transformer_layers.2.fc1.weight"])
+    assert torch.equal(ours["encoder.acoustic_layer_norm.weight"], asr_sd["encoder.layer_norm.weight"])
+    # textual encoder has 1 layer in s2t_gsgn_tiny: MT layer 0 loads, MT layer 1 is reported unused
+    assert torch.equal(ours["encoder.textual_layers.0.self_attn.k_proj.weight"], mt_sd["encoder.layers.0.self_attn.k_proj.weight"])
+    assert torch.equal(ours["encoder.layer_norm.bias"], mt_sd["encoder.layer_norm.bias"])
+    assert torch.equal(ours["decoder.layers.1.fc2.weight"], mt_sd["decoder.layers.1.fc2.weight"])
+    assert torch.equal(ours["decoder.embed_tokens.weight"], mt_sd["decoder.embed_tokens.weight"])
+    log = caplog.text
+    assert "pretrained acoustic encoder" in log and "encoder.acoustic_layers.0.fc1.weight" in log
+    assert "without a counterpart" in log and "encoder.layers.1." in log
+
+    report = load_pretrained_component(model, str(tmp_path / "asr.pt"),
+                                       (("encoder.subsample.", "encoder.subsample."),), "subsampler")
+    assert report.loaded and not report.not_loaded
+
+
+def test_pretrained_shape_mismatch_names_the_key(data_dir, tmp_path):
+    _, task, _ = build(data_dir)
+    _save_fairseq_checkpoint(tmp_path / "mt64.pt", _mt_model(task, dim=64))
+    with pytest.raises(ValueError, match=r"encoder\.layers\.0\..*shape.*encoder\.textual_layers\.0\."):
+        build(data_dir, "--load-pretrained-text-encoder-from", str(tmp_path / "mt64.pt"))
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        build(data_dir, "--load-pretrained-decoder-from", str(tmp_path / "missing.pt"))
+
+
+@pytest.mark.parametrize("fusion", ["gsgn", "noise-replace", "concat", "unit"])
+def test_low_precision_forward(data_dir, fusion):
+    """What --bf16/--fp16 (model cast) and --amp (autocast) do, on CPU with bfloat16."""
+    model, task, _ = build(data_dir, "--fusion", fusion, "--multi-stage-dropout" if fusion != "unit" else "--use-ctc")
+    sample = batch(task)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, extra = model(**sample["net_input"])
+    assert torch.isfinite(logits.float()).all()
+    logits.float().logsumexp(-1).sum().backward()
+    cast = copy.deepcopy(model).to(torch.bfloat16).eval()
+    net = dict(sample["net_input"], src_tokens=sample["net_input"]["src_tokens"].to(torch.bfloat16))
+    with torch.no_grad():
+        logits, extra = cast(**net)
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
+    assert extra["encoder_out"]["encoder_out"][0].dtype == torch.bfloat16

@@ -1,0 +1,90 @@
+"""FBank subsampler (masked) and unit front end: lengths, alignment and padding invariance."""
+import pytest
+import torch
+from fairseq.models.speech_to_text.modules.convolution import Conv1dSubsampler
+
+from gsgn_fairseq.modules.unit_frontend import (
+    MaskedConv1dSubsampler,
+    UnitFrontend,
+    parse_kernel_sizes,
+    subsampled_length,
+    subsampled_lengths,
+)
+
+
+def test_length_formula_matches_fairseq():
+    ref = Conv1dSubsampler(80, 16, 8, [5, 5, 5])
+    lengths = torch.arange(1, 200)
+    torch.testing.assert_close(subsampled_lengths(lengths, 3), ref.get_out_seq_lens_tensor(lengths))
+    assert [subsampled_length(n, 2) for n in (1, 4, 5, 8, 9)] == [1, 1, 2, 2, 3]
+
+
+def test_same_parameters_and_output_as_fairseq_without_padding():
+    torch.manual_seed(0)
+    ours = MaskedConv1dSubsampler(80, 32, 16, [5, 5])
+    ref = Conv1dSubsampler(80, 32, 16, [5, 5])
+    ref.load_state_dict(ours.state_dict())  # identical parameter names and shapes
+    x = torch.randn(1, 37, 80)
+    y, n = ours(x, torch.tensor([37]))
+    y_ref, n_ref = ref(x, torch.tensor([37]))  # T x B x C
+    torch.testing.assert_close(y, y_ref.transpose(0, 1))
+    assert n.tolist() == n_ref.tolist() == [10]
+
+
+def test_subsampler_padding_invariance():
+    torch.manual_seed(0)
+    sub = MaskedConv1dSubsampler(80, 32, 16, [5, 5, 5])
+    x = torch.randn(1, 30, 80)
+    y_alone, n_alone = sub(x, torch.tensor([30]))
+    padded = torch.cat([x, torch.randn(1, 45, 80)], dim=1)  # garbage beyond the length
+    y_pad, n_pad = sub(padded, torch.tensor([30]))
+    assert n_alone.tolist() == n_pad.tolist() == [4]
+    torch.testing.assert_close(y_pad[:, :4], y_alone)
+    assert torch.all(y_pad[:, 4:] == 0)
+    # fairseq's own subsampler is not invariant (the reason for the masked one)
+    ref = Conv1dSubsampler(80, 32, 16, [5, 5, 5])
+    ref.load_state_dict(sub.state_dict())
+    zero_padded = torch.cat([x, torch.zeros(1, 45, 80)], dim=1)
+    a, _ = ref(x, torch.tensor([30]))
+    b, _ = ref(zero_padded, torch.tensor([30]))
+    assert not torch.allclose(a, b[: a.size(0)])
+
+
+@pytest.mark.parametrize("fbank_layers", [1, 2, 3])
+def test_unit_view_lands_on_fbank_frame_rate(fbank_layers):
+    torch.manual_seed(0)
+    k, d = 20, 16
+    frontend = UnitFrontend(k, d, 32, [5] * (fbank_layers - 1))
+    assert frontend.n_layers == fbank_layers - 1
+    t_fbank = torch.tensor([64, 51, 17, 9])
+    t_unit = t_fbank // 2  # 20 ms units for 10 ms FBank frames
+    units = torch.full((4, int(t_unit.max())), k, dtype=torch.long)
+    for i, n in enumerate(t_unit.tolist()):
+        units[i, :n] = torch.randint(k, (n,))
+    x, n_out = frontend(units, t_unit)
+    n_fbank = subsampled_lengths(t_fbank, fbank_layers)
+    assert x.shape == (4, int(subsampled_length(units.size(1), fbank_layers - 1)), d)
+    assert torch.all((n_out - n_fbank).abs() <= 1), (n_out, n_fbank)
+    for i, n in enumerate(n_out.tolist()):
+        assert torch.all(x[i, n:] == 0)
+
+
+def test_unit_embedding_padding_row_is_zero_and_in_range():
+    frontend = UnitFrontend(20, 8, 16, [])
+    assert frontend.embed_units.weight.shape == (21, 8)
+    assert torch.all(frontend.embed_units.weight[20] == 0)
+    x, n = frontend(torch.tensor([[3, 4, 20]]), torch.tensor([2]))
+    assert n.tolist() == [2] and x.shape == (1, 3, 8) and torch.all(x[0, 2] == 0)
+
+
+def test_kernel_errors():
+    with pytest.raises(ValueError, match="odd"):
+        parse_kernel_sizes("5,4", "--conv-kernel-sizes")
+    with pytest.raises(ValueError, match="--unit-conv-kernel-sizes"):
+        parse_kernel_sizes("a,b", "--unit-conv-kernel-sizes")
+    with pytest.raises(ValueError, match="odd"):
+        MaskedConv1dSubsampler(8, 8, 8, [4])
+    with pytest.raises(ValueError, match="in_channels == out_channels"):
+        MaskedConv1dSubsampler(80, 8, 16, [])
+    with pytest.raises(ValueError, match="--num-units"):
+        UnitFrontend(0, 8, 8, [5])
