@@ -45,6 +45,12 @@ def _load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", mmap=True)
 
 
+def completed_epoch(itr_state: dict) -> int:
+    """The epoch a checkpoint was saved in: fairseq stores ``epoch + 1`` once an epoch ends."""
+    epoch = int(itr_state["epoch"])
+    return epoch - 1 if int(itr_state.get("iterations_in_epoch", 0)) == 0 and epoch > 1 else epoch
+
+
 def list_candidates(save_dir: Path) -> List[Candidate]:
     """Every distinct update saved in ``save_dir`` that carries a validation value."""
     seen: Dict[int, Candidate] = {}
@@ -57,7 +63,7 @@ def list_candidates(save_dir: Path) -> List[Candidate]:
         if metric is None:
             logger.warning(f"{path}: no validation value stored; skipped")
             continue
-        epoch = int(extra["train_iterator"]["epoch"])
+        epoch = completed_epoch(extra["train_iterator"])
         updates = int(state["optimizer_history"][-1]["num_updates"])
         seen.setdefault(updates, Candidate(str(path), epoch, updates, float(metric)))
     return list(seen.values())

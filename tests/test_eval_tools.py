@@ -13,13 +13,14 @@ import score_generate  # noqa: E402
 
 
 def _ckpt(path, w, val, epoch, updates, step=0):
+    # saved at the end of `epoch`: fairseq's iterator state then says epoch + 1, 0 iterations in
     torch.save(
         {
             "cfg": {"model": {"_name": "toy"}},
             "model": {"w": torch.tensor(w, dtype=torch.float32), "step": torch.tensor(step)},
             "optimizer_history": [{"num_updates": updates}],
             "last_optimizer_state": {"big": torch.zeros(3)},
-            "extra_state": {"val_loss": val, "train_iterator": {"epoch": epoch}},
+            "extra_state": {"val_loss": val, "train_iterator": {"epoch": epoch + 1, "iterations_in_epoch": 0}},
         },
         path,
     )

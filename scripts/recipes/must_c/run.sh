@@ -10,7 +10,7 @@
 #   1 units    $DATA_ROOT/en-$TGT/units.zip and a `units` column in every TSV
 #              (--units hubert: --hubert-checkpoint + --km-model, e.g. hubert_base_ls960.pt and
 #               hubert_base_ls960_L9_km500.bin; --units mfcc: k-means learned here, $EXP/km_mfcc.bin)
-#   2 train    $EXP/{variant}/checkpoint*.pt, train.log (fairseq JSON log)
+#   2 train    $EXP/{variant}/checkpoint*.pt, train.log (fairseq JSON log), tensorboard/
 #   3 average  $EXP/{variant}/checkpoint_avg$N_AVG.pt (+ .json with the averaged epochs)
 #   4 decode   $EXP/{variant}/generate-{split}.txt, bleu-{split}.json (sacreBLEU + signature)
 #   5 table    $EXP/results.md
@@ -52,7 +52,8 @@ max_epoch=100
 patience=10
 seed=1
 msd_schedule="1:0.3,0.0;10:0.5,0.3;25:0.3,0.0"
-gate_target=factorized
+gate_target=exact
+gate_target_interval=10
 n_avg=10
 beam=5
 lenpen=1.0
@@ -79,7 +80,7 @@ if [ -z "$test_splits" ]; then
 fi
 
 variant_flags() {
-  local common="--criterion label_smoothed_cross_entropy_with_gate --gate-target $gate_target"
+  local common="--criterion label_smoothed_cross_entropy_with_gate --gate-target $gate_target --gate-target-interval $gate_target_interval"
   case $1 in
     fbank)          echo "$common --fusion fbank" ;;
     unit)           echo "$common --fusion unit" ;;
@@ -143,8 +144,8 @@ for v in "${variant_list[@]}"; do
       --warmup-updates "$warmup" --clip-norm 10.0 --max-tokens "$max_tokens" --update-freq "$update_freq" \
       --max-epoch "$max_epoch" --patience "$patience" --seed "$seed" --num-workers "$num_workers" \
       --save-dir "$run" --keep-best-checkpoints "$n_avg" --keep-last-epochs 1 \
-      --log-format json --log-interval 50 --log-file "$run/train.log" \
-      --skip-invalid-size-inputs-valid-test $train_extra
+      --log-format json --log-interval 50 --tensorboard-logdir "$run/tensorboard" \
+      --skip-invalid-size-inputs-valid-test $train_extra 2>&1 | tee -a "$run/train.log"
     done_mark "train.$v"
   fi
   if [ $stage -le 3 ] && [ $stop_stage -ge 3 ] && ! is_done "average.$v"; then
@@ -161,7 +162,7 @@ for v in "${variant_list[@]}"; do
         --task speech_to_text_multiview --config-yaml config_st.yaml --num-units "$n_clusters" \
         --gen-subset "${s}_st" --path "$run/checkpoint_avg$n_avg.pt" \
         --model-overrides "{'inference_branch': '$inference_branch'}" \
-        --beam "$beam" --lenpen "$lenpen" --max-tokens 50000 --scoring sacrebleu \
+        --beam "$beam" --lenpen "$lenpen" --max-tokens 50000 --required-batch-size-multiple 1 --scoring sacrebleu \
         --post-process sentencepiece > "$run/generate-$s.txt"
       "$PY" "$ROOT_DIR/scripts/score_generate.py" "$run/generate-$s.txt" --json "$run/bleu-$s.json"
     done
