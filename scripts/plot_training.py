@@ -3,7 +3,7 @@
 
 Reads the files fairseq writes with ``--log-format json --log-file FILE`` (lines such as
 ``... | INFO | train_inner | {"epoch": 1, "update": 0.5, "loss": "8.1", ...}`` and
-``... | INFO | valid | {"epoch": 1, "valid_loss": "7.2", "valid_bleu": "3.1", ...}``) and
+``... | INFO | dev_st | {"epoch": 1, "dev_st_loss": "7.2", "dev_st_bleu": "3.1", ...}``) and
 writes PNGs:
 
 - ``learning_curves.png``: dev loss (and dev BLEU when logged) against epoch, one line per
@@ -22,25 +22,39 @@ import re
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-LINE = re.compile(r"\|\s*(train_inner|train|valid)\s*\|\s*(\{.*\})\s*$")
+LINE = re.compile(r"\|\s*([\w.\-]+)\s*\|\s*(\{.*\})\s*$")
 
 
 def parse_log(path: Path) -> Dict[str, List[dict]]:
-    """Records of one fairseq JSON log, by kind (``train_inner``, ``train``, ``valid``)."""
+    """Records of one fairseq JSON log, by kind (``train_inner``, ``train``, ``valid``).
+
+    fairseq tags validation records with the subset name and prefixes their keys with it
+    (``| dev_st | {"dev_st_loss": ...}``); they are returned under ``valid`` with keys
+    renamed to ``valid_*``.
+    """
     records: Dict[str, List[dict]] = {"train_inner": [], "train": [], "valid": []}
     with open(path, encoding="utf-8") as f:
         for line in f:
             m = LINE.search(line)
             if not m:
                 continue
-            raw = json.loads(m.group(2))
+            tag = m.group(1)
+            try:
+                raw = json.loads(m.group(2))
+            except json.JSONDecodeError:  # e.g. the configuration dump
+                continue
+            kind = tag if tag in ("train_inner", "train") else "valid"
+            if kind == "valid" and not all(k == "epoch" or k.startswith(f"{tag}_") for k in raw):
+                continue
             rec = {}
             for k, v in raw.items():
+                if kind == "valid" and k != "epoch":
+                    k = "valid_" + k[len(tag) + 1:]
                 try:
                     rec[k] = float(v)
                 except (TypeError, ValueError):
                     rec[k] = v
-            records[m.group(1)].append(rec)
+            records[kind].append(rec)
     return records
 
 

@@ -80,12 +80,13 @@ def test_plot_training_reads_fairseq_json_logs(tmp_path):
         return f"2026-11-26 10:00:00 | INFO | {kind} | {json.dumps({k: str(v) for k, v in rec.items()})}\n"
 
     fb = tmp_path / "fbank.log"
-    fb.write_text("".join(line("valid", {"epoch": e, "valid_loss": 5 - e}) for e in (1, 2, 3)))
+    fb.write_text("".join(line("dev_st", {"epoch": e, "dev_st_loss": 5 - e}) for e in (1, 2, 3))
+                  + "2026-11-26 10:00:00 | INFO | fairseq_cli.train | {'_name': None}\n")
     gs = tmp_path / "gsgn.log"
     gs.write_text(
         "".join(line("train_inner", {"epoch": 1, "num_updates": u, "grad_cos": 0.5 - u / 100,
                                      "conflict_pct": u, "g_fbank_mean": 0.9 + u / 100}) for u in (10, 20))
-        + "".join(line("valid", {"epoch": e, "valid_loss": 4 - e, "valid_bleu": 10 * e}) for e in (1, 2))
+        + "".join(line("dev_st", {"epoch": e, "dev_st_loss": 4 - e, "dev_st_bleu": 10 * e}) for e in (1, 2))
     )
     recs = plot_training.parse_log(gs)
     assert plot_training.series(recs["valid"], "epoch", "valid_bleu") == ([1.0, 2.0], [10.0, 20.0])
@@ -94,3 +95,24 @@ def test_plot_training_reads_fairseq_json_logs(tmp_path):
     assert all(p.stat().st_size > 1000 for p in written)
     # an fbank-only log has no gate metrics: only the learning curves are drawn
     assert [p.name for p in plot_training.plot_all({"fbank": fb}, tmp_path / "fig2")] == ["learning_curves.png"]
+
+
+def test_convergence_speedup_from_logs(tmp_path):
+    import convergence
+
+    def log(path, bleus, secs_per_epoch):
+        rows = []
+        for e, b in enumerate(bleus, start=1):
+            rows.append(f"x | INFO | train | {json.dumps({'epoch': e, 'train_wall': str(e * secs_per_epoch)})}\n")
+            rows.append(f"x | INFO | dev_st | {json.dumps({'epoch': e, 'dev_st_bleu': str(b)})}\n")
+        path.write_text("".join(rows))
+        return path
+
+    base = log(tmp_path / "fbank.log", [5, 20, 30, 40, 38], 10)  # best 40 at epoch 4, 40 s
+    fast = log(tmp_path / "gsgn.log", [10, 41, 45], 20)  # reaches 40 at epoch 2, 40 s
+    never = log(tmp_path / "unit.log", [10, 20, 39], 10)
+    res = convergence.compare(base, {"gsgn_drop": fast, "unit": never})
+    assert (res["baseline_best_bleu"], res["baseline_epoch"], res["baseline_wall"]) == (40.0, 4, 40.0)
+    assert res["runs"]["gsgn_drop"] == {"best_bleu": 45.0, "epoch": 2, "wall": 40.0, "epoch_ratio": 2.0, "wall_ratio": 1.0}
+    assert res["runs"]["unit"]["epoch"] is None and res["runs"]["unit"]["epoch_ratio"] is None
+    assert "| unit | 39.00 | - |" in convergence.to_markdown(res, "fbank")

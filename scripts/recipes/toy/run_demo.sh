@@ -40,7 +40,7 @@ scripts/recipes/must_c/run.sh --data-root "$data_root" --tgt-lang de --exp "$exp
   --vocab-size 1000 --units mfcc --n-clusters 100 --km-percent 0.5 \
   --arch s2t_gsgn_tiny --variants fbank,gsgn_drop --max-tokens 10000 --lr 2e-3 --warmup 500 \
   --max-epoch $max_epoch --patience 10 --n-avg $n_avg --msd-schedule "$schedule" \
-  --num-workers 0 --test-splits tst-COMMON "$@"
+  --num-workers 0 --test-splits tst-COMMON --eval-bleu 1 "$@"
 
 $PY scripts/plot_training.py --out-dir "$exp/figures" \
   --logs fbank="$exp/fbank/train.log" gsgn_drop="$exp/gsgn_drop/train.log"
