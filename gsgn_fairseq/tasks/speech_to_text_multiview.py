@@ -18,12 +18,26 @@ on top:
 * ``train_step`` calls ``criterion.set_num_updates(update_num)`` when the criterion has it.
 * ``begin_epoch(epoch, model)`` calls ``model.encoder.set_epoch(epoch)``, which selects the
   multi-stage dropout stage; fairseq calls it at every epoch start, resumed runs included.
+* Validation BLEU, as fairseq's ``translation`` task does for text: ``--eval-bleu`` decodes
+  every validation batch with a sequence generator built from ``--eval-bleu-args`` (JSON
+  generation args, e.g. ``'{"beam": 1}'``; it runs the model's normal forward, so its
+  ``--inference-branch``) and logs ``bleu`` (sacrebleu, 13a) per validation, usable as
+  ``--best-checkpoint-metric bleu --maximize-best-checkpoint-metric``. Hypotheses and
+  references are detokenized like ``fairseq-generate`` does: target dictionary, then the
+  config's ``bpe_tokenizer`` (e.g. sentencepiece) and ``pre_tokenizer`` decoding. BLEU goes
+  through n-gram counts/totals, so it is the corpus BLEU over all batches and workers.
+  ``--eval-bleu-print-samples`` logs one hypothesis/reference pair per batch.
 """
+import json
 import logging
 from argparse import Namespace
 from pathlib import Path
+from typing import Dict, Sequence
 
+from fairseq import utils
 from fairseq.data import Dictionary, encoders
+from fairseq.data.audio.speech_to_text_dataset import SpeechToTextDataset
+from fairseq.logging import metrics
 from fairseq.tasks import register_task
 from fairseq.tasks.speech_to_text import SpeechToTextTask
 
@@ -37,12 +51,46 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_NUM_UNITS = 500
 DEFAULT_CONV_KERNEL_SIZES = "5,5"  # fairseq's s2t default: 2 layers, 4x
+EVAL_BLEU_ORDER = 4
+# <unk> in hypotheses and references: distinct strings, so an <unk> never matches (as in translation)
+UNK_IN_HYP = "UNKNOWNTOKENINHYP"
+UNK_IN_REF = "UNKNOWNTOKENINREF"
 
 
 def fbank_conv_layers(args) -> int:
     """Number of FBank conv layers from ``args.conv_kernel_sizes`` (s2t default "5,5")."""
     spec = getattr(args, "conv_kernel_sizes", None) or DEFAULT_CONV_KERNEL_SIZES
     return len([k for k in str(spec).split(",") if k.strip()])
+
+
+def bleu_logging_output(hyps: Sequence[str], refs: Sequence[str]) -> Dict[str, int]:
+    """sacrebleu's (13a) sufficient statistics of ``hyps`` against ``refs`` (one reference
+    each), as the ``_bleu_*`` logging-output entries that ``reduce_metrics`` sums up. Counts
+    and totals are separate entries so that fairseq's fast stat sync sums them across workers."""
+    import sacrebleu
+
+    bleu = sacrebleu.corpus_bleu(list(hyps), [list(refs)], tokenize="13a")
+    out = {"_bleu_sys_len": int(bleu.sys_len), "_bleu_ref_len": int(bleu.ref_len)}
+    assert len(bleu.counts) == EVAL_BLEU_ORDER
+    for i in range(EVAL_BLEU_ORDER):
+        out[f"_bleu_counts_{i}"] = int(bleu.counts[i])
+        out[f"_bleu_totals_{i}"] = int(bleu.totals[i])
+    return out
+
+
+def _compute_bleu(meters) -> float:
+    """Corpus BLEU from the summed statistics (sacrebleu's default ``exp`` smoothing, as
+    ``corpus_bleu``), rounded to 2 decimals."""
+    from sacrebleu.metrics import BLEU
+
+    bleu = BLEU.compute_bleu(
+        correct=[int(meters[f"_bleu_counts_{i}"].sum) for i in range(EVAL_BLEU_ORDER)],
+        total=[int(meters[f"_bleu_totals_{i}"].sum) for i in range(EVAL_BLEU_ORDER)],
+        sys_len=int(meters["_bleu_sys_len"].sum),
+        ref_len=int(meters["_bleu_ref_len"].sum),
+        smooth_method="exp",
+    )
+    return round(bleu.score, 2)
 
 
 @register_task("speech_to_text_multiview")
@@ -64,6 +112,23 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
             metavar="N",
             help="max difference, in frames after subsampling, between the FBank and unit views of an utterance",
         )
+        parser.add_argument(
+            "--eval-bleu",
+            action="store_true",
+            help="decode the validation sets and log their BLEU (sacrebleu, 13a) as 'bleu'",
+        )
+        parser.add_argument(
+            "--eval-bleu-args",
+            type=str,
+            default="{}",
+            metavar="JSON",
+            help='generation args for --eval-bleu, as a JSON string, e.g. \'{"beam": 4, "lenpen": 0.6}\'',
+        )
+        parser.add_argument(
+            "--eval-bleu-print-samples",
+            action="store_true",
+            help="with --eval-bleu, log a hypothesis and its reference for every validation batch",
+        )
 
     def __init__(self, args, tgt_dict, src_dict=None):
         super().__init__(args, tgt_dict)
@@ -75,6 +140,8 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
             raise ValueError(f"--num-units must be positive, got {self.num_units}")
         self.alignment = ViewAlignment(fbank_conv_layers(args), args.unit_length_tolerance)
         self._building_from_checkpoint = False
+        self.eval_bleu = bool(getattr(args, "eval_bleu", False))
+        self.sequence_generator = None  # set up by build_model with --eval-bleu
 
     @property
     def unit_pad(self) -> int:
@@ -143,9 +210,12 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
         args.num_units = self.num_units
         self._building_from_checkpoint = from_checkpoint
         try:
-            return super().build_model(args, from_checkpoint)
+            model = super().build_model(args, from_checkpoint)
         finally:
             self._building_from_checkpoint = False
+        if self.eval_bleu:
+            self._setup_eval_bleu(model)
+        return model
 
     @property
     def building_from_checkpoint(self) -> bool:
@@ -159,6 +229,71 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
         if hasattr(criterion, "set_num_updates"):
             criterion.set_num_updates(update_num)
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    # ------------------------------------------------------------------ validation BLEU
+    def _setup_eval_bleu(self, model) -> None:
+        gen_args = json.loads(getattr(self.args, "eval_bleu_args", None) or "{}")
+        if not isinstance(gen_args, dict):
+            raise ValueError(f"--eval-bleu-args must be a JSON object, got {self.args.eval_bleu_args!r}")
+        gen_args = Namespace(**gen_args)
+        if self.data_cfg.prepend_tgt_lang_tag and getattr(gen_args, "prefix_size", None) is None:
+            gen_args.prefix_size = 1  # the target language tag, as fairseq-generate needs it
+        self.eval_bleu_prefix_size = getattr(gen_args, "prefix_size", 0) or 0
+        self.sequence_generator = self.build_generator([model], gen_args)
+        self.eval_bleu_bpe = self.build_bpe(self.args)
+        self.eval_bleu_tokenizer = self.build_tokenizer(self.args)
+        self.eval_bleu_lang_tags = {
+            i for s, i in self.tgt_dict.indices.items() if SpeechToTextDataset.is_lang_tag(s)
+        }
+
+    def eval_bleu_decode(self, tokens, unk_string: str = UNK_IN_HYP) -> str:
+        """Detokenized text of target ids (EOS, BOS, padding and language tags dropped),
+        as fairseq-generate prints it: dictionary symbols, then BPE and pre-tokenizer decoding."""
+        tokens = utils.strip_pad(tokens, self.tgt_dict.pad()).int().cpu()
+        text = self.tgt_dict.string(tokens, extra_symbols_to_ignore=self.eval_bleu_lang_tags, unk_string=unk_string)
+        if self.eval_bleu_bpe is not None:
+            text = self.eval_bleu_bpe.decode(text)
+        if self.eval_bleu_tokenizer is not None:
+            text = self.eval_bleu_tokenizer.decode(text)
+        return text
+
+    def _inference_with_bleu(self, generator, sample, model):
+        prefix_tokens = None
+        if self.eval_bleu_prefix_size > 0:
+            prefix_tokens = sample["target"][:, : self.eval_bleu_prefix_size]
+        gen_out = self.inference_step(generator, [model], sample, prefix_tokens=prefix_tokens)
+        hyps, refs = [], []
+        for i in range(len(gen_out)):
+            hyps.append(self.eval_bleu_decode(gen_out[i][0]["tokens"], UNK_IN_HYP))
+            refs.append(self.eval_bleu_decode(sample["target"][i], UNK_IN_REF))
+        if getattr(self.args, "eval_bleu_print_samples", False) and hyps:
+            logger.info("example hypothesis: " + hyps[0])
+            logger.info("example reference: " + refs[0])
+        return bleu_logging_output(hyps, refs)
+
+    def valid_step(self, sample, model, criterion):
+        loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
+        if self.eval_bleu and self.sequence_generator is not None:
+            logging_output.update(self._inference_with_bleu(self.sequence_generator, sample, model))
+        return loss, sample_size, logging_output
+
+    def reduce_metrics(self, logging_outputs, criterion):
+        super().reduce_metrics(logging_outputs, criterion)
+        if not any("_bleu_ref_len" in log for log in logging_outputs):
+            return  # training, or validation without --eval-bleu
+
+        def sum_logs(key) -> int:
+            return int(round(float(utils.item(sum(log.get(key, 0) for log in logging_outputs)))))
+
+        # One meter per statistic, summed over the batches of a validation. Plain ints (not
+        # numpy arrays as in translation): the meters go into checkpoints, which torch's
+        # weights_only loader must be able to read back.
+        keys = ["_bleu_sys_len", "_bleu_ref_len"]
+        keys += [f"_bleu_{kind}_{i}" for kind in ("counts", "totals") for i in range(EVAL_BLEU_ORDER)]
+        for key in keys:
+            metrics.log_scalar(key, sum_logs(key))
+        # logged even when nothing matches (0), so --best-checkpoint-metric bleu always finds it
+        metrics.log_derived("bleu", _compute_bleu)
 
     def begin_epoch(self, epoch, model):
         super().begin_epoch(epoch, model)

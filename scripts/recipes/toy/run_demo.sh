@@ -9,16 +9,13 @@
 # Writes data/toy (the corpus and prepared data), exp/toy_demo[_quick] (runs, logs, table),
 # figures under exp/.../figures, and the table into docs/RESULTS.md (full demo only).
 #
-# Toy-scale choices (the paper's values are the MuST-C recipe's defaults):
-#   arch s2t_gsgn_tiny, 100 MFCC k-means units, lr 2e-3 with 500 warm-up updates,
-#   20 epochs, 5 best checkpoints averaged. The multi-stage dropout schedule
-#   "1:0.3,0.0;10:0.5,0.3;25:0.3,0.0" is meant for ~40 MuST-C epochs; it is scaled by
-#   20/40 to the toy's epoch budget: "1:0.3,0.0;5:0.5,0.3;13:0.3,0.0".
+# Toy-scale settings: scripts/recipes/toy/toy_flags.sh (shared with run_study.sh).
 set -euo pipefail
 log() { echo "[$(date '+%Y-%m-%d %H:%M:%S')] (run_demo.sh) $*"; }
 ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 cd "$ROOT_DIR"
 PY=.venv/bin/python
+source scripts/recipes/toy/toy_flags.sh
 
 quick=0
 [ "${1:-}" = "--quick" ] && { quick=1; shift; }
@@ -28,19 +25,17 @@ if [ $quick = 1 ]; then
   corpus_flags="--n-train 600 --n-dev 60 --n-test 60"; max_epoch=4; n_avg=2
   schedule="1:0.3,0.0;2:0.5,0.3;3:0.3,0.0"
 else
-  data_root=data/toy; exp=exp/toy_demo
-  corpus_flags=""; max_epoch=20; n_avg=5
-  schedule="1:0.3,0.0;5:0.5,0.3;13:0.3,0.0"
+  data_root=$TOY_DATA; exp=$TOY_EXP
+  corpus_flags=""; max_epoch=$TOY_MAX_EPOCH; n_avg=$TOY_N_AVG
+  schedule=$TOY_SCHEDULE
 fi
 
 log "toy corpus -> $data_root"
 $PY scripts/make_toy_corpus.py --out "$data_root" --pairs de $corpus_flags
 
-scripts/recipes/must_c/run.sh --data-root "$data_root" --tgt-lang de --exp "$exp" \
-  --vocab-size 1000 --units mfcc --n-clusters 100 --km-percent 0.5 \
-  --arch s2t_gsgn_tiny --variants fbank,gsgn_drop --max-tokens 10000 --lr 2e-3 --warmup 500 \
-  --max-epoch $max_epoch --patience 10 --n-avg $n_avg --msd-schedule "$schedule" \
-  --num-workers 0 --test-splits tst-COMMON --eval-bleu 1 "$@"
+# shellcheck disable=SC2046
+scripts/recipes/must_c/run.sh $(toy_recipe_flags "$data_root" "$exp" "$max_epoch" "$n_avg") \
+  --variants fbank,gsgn_drop --msd-schedule "$schedule" "$@"
 
 $PY scripts/plot_training.py --out-dir "$exp/figures" \
   --logs fbank="$exp/fbank/train.log" gsgn_drop="$exp/gsgn_drop/train.log"

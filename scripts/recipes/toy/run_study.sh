@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The reproduction study on the toy corpus (en-de), one command:
+#   Table I   FBank-only, S-feature-only, GSGN, GSGN+Drop   (test BLEU, convergence epoch)
+#   Table II  noise sum (FBank-only + noise), noise replace (GSGN with noise for units)
+#   Table III concat vs GSGN
+#   inference-branch robustness of GSGN+Drop (fusion / fbank / unit / sample inputs)
+#   convergence: epochs and wall-clock to reach FBank-only's best dev BLEU
+#   figures: learning curves, gradient conflict, gate means -> docs/figures/
+# and writes every table into docs/RESULTS.md.
+#
+#   scripts/recipes/toy/run_study.sh [--parallel 2]
+#
+# It shares data, settings and the experiment directory with run_demo.sh (toy_flags.sh), so
+# runs the demo finished are reused, and a rerun resumes (the recipe's .done markers).
+# With --parallel N, N recipe processes train different variants side by side, one thread each.
+set -euo pipefail
+log() { echo "[$(date '+%Y-%m-%d %H:%M:%S')] (run_study.sh) $*"; }
+ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+cd "$ROOT_DIR"
+PY=.venv/bin/python
+BIN=.venv/bin
+source scripts/recipes/toy/toy_flags.sh
+
+parallel=1
+[ "${1:-}" = "--parallel" ] && { parallel=$2; shift 2; }
+data=$TOY_DATA; exp=$TOY_EXP
+variants=(fbank gsgn_drop unit gsgn concat noise_sum noise_replace)
+
+$PY scripts/make_toy_corpus.py --out "$data" --pairs de
+# shellcheck disable=SC2046
+scripts/recipes/must_c/run.sh $(toy_recipe_flags "$data" "$exp" "$TOY_MAX_EPOCH" "$TOY_N_AVG") \
+  --msd-schedule "$TOY_SCHEDULE" --stage 0 --stop-stage 1
+
+log "training ${variants[*]} ($parallel at a time)"
+pids=()
+for ((w = 0; w < parallel; w++)); do
+  mine=()
+  for ((i = w; i < ${#variants[@]}; i += parallel)); do mine+=("${variants[$i]}"); done
+  list=$(IFS=,; echo "${mine[*]}")
+  threads=$(( $(nproc) / parallel )); [ "$threads" -ge 1 ] || threads=1
+  # shellcheck disable=SC2046
+  OMP_NUM_THREADS=$threads scripts/recipes/must_c/run.sh \
+    $(toy_recipe_flags "$data" "$exp" "$TOY_MAX_EPOCH" "$TOY_N_AVG") \
+    --msd-schedule "$TOY_SCHEDULE" --variants "$list" --stage 2 --stop-stage 4 \
+    > "$exp/study_worker$w.log" 2>&1 &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+
+log "inference branches of gsgn_drop"
+run=$exp/gsgn_drop
+rows="| inference input | tst-COMMON BLEU |\n|---|---|"
+for branch in fusion fbank unit sample; do
+  out=$run/generate-tst-COMMON.$branch.txt
+  if [ ! -f "$run/bleu-tst-COMMON.$branch.json" ]; then
+    $BIN/fairseq-generate "$data/en-de" --user-dir gsgn_fairseq --task speech_to_text_multiview \
+      --config-yaml config_st.yaml --gen-subset tst-COMMON_st --path "$run/checkpoint_avg$TOY_N_AVG.pt" \
+      --model-overrides "{'inference_branch': '$branch'}" --beam 5 --lenpen 1.0 --max-tokens 50000 \
+      --required-batch-size-multiple 1 --post-process sentencepiece > "$out"
+    $PY scripts/score_generate.py "$out" --json "$run/bleu-tst-COMMON.$branch.json"
+  fi
+  bleu=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['bleu'])" "$run/bleu-tst-COMMON.$branch.json")
+  rows="$rows\n| $branch | $bleu |"
+done
+echo -e "$rows" > "$exp/robustness.md"
+
+log "tables, convergence, figures"
+$PY scripts/results_table.py --exp-dir "$exp" --variants fbank,unit,gsgn,gsgn_drop --out "$exp/table1.md"
+$PY scripts/results_table.py --exp-dir "$exp" --variants fbank,noise_sum,gsgn,noise_replace --out "$exp/table2.md"
+$PY scripts/results_table.py --exp-dir "$exp" --variants concat,gsgn --out "$exp/table3.md"
+logs=()
+for v in "${variants[@]}"; do logs+=("$v=$exp/$v/train.log"); done
+$PY scripts/convergence.py --baseline "fbank=$exp/fbank/train.log" \
+  --runs $(printf '%s ' "${logs[@]:1}") --out "$exp/convergence.md"
+$PY scripts/plot_training.py --out-dir docs/figures --logs "${logs[@]}"
+
+cmd="scripts/recipes/toy/run_study.sh --parallel $parallel"
+for t in "Table I:table1" "Table II:table2" "Table III:table3" "Inference branches:robustness" "Convergence:convergence"; do
+  $PY scripts/update_results.py --section "Toy study: ${t%%:*}" --table "$exp/${t##*:}.md" \
+    --command "$cmd" --file docs/RESULTS.md
+done
+log "done: docs/RESULTS.md"
