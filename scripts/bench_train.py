@@ -3,66 +3,85 @@
 fairseq's own ``s2t_transformer``: step time, parameters, peak memory.
 
 What is measured
-    The wall time of one fairseq ``Trainer.train_step`` (forward, criterion, backward, gradient
-    clipping, Adam update, metric logging: what ``fairseq-train`` does per update, without data
-    loading) for each mode, all built from ``fairseq-train`` arguments with the recipe's flags
+    One fairseq ``Trainer.train_step`` per update (forward, criterion, backward, gradient
+    clipping, Adam update, metric logging: what ``fairseq-train`` does per update, without
+    data loading) for each mode, every mode built from ``fairseq-train`` arguments
+    (``options.parse_args_and_arch`` with ``--user-dir``, ``tasks.setup_task``,
+    ``task.build_model``, ``task.build_criterion``, ``Trainer``) with the recipe's flags
     (label smoothing 0.1, ``--report-accuracy``, Adam (0.9, 0.98), inverse-sqrt schedule,
     ``--clip-norm 10``) and the criterion the recipe trains every variant with
-    (``label_smoothed_cross_entropy_with_gate``; it adds nothing for a model without gates):
+    (``label_smoothed_cross_entropy_with_gate``, which adds nothing for a model without gates):
 
     ==================== ===============================================================
     fbank                ``--fusion fbank``: the FBank-only model, the denominator
     gsgn-nogate          ``--fusion gsgn`` with fairseq's ``label_smoothed_cross_entropy``:
-                         the cost of the second view and the fusion alone
+                         the second view and the fusion without any gate loss
     gsgn-factorized      ``--fusion gsgn --gate-target factorized``
     gsgn-exact           ``--fusion gsgn --gate-target exact`` (a target every update)
-    gsgn-exact-i10       ``--gate-target exact --gate-target-interval 10``
+    gsgn-exact-i10       ``--gate-target exact --gate-target-interval 10`` (``--interval``)
     s2t_transformer      fairseq's model with our arch's sizes: encoder layers = acoustic +
                          textual layers, same D, FFN, heads, decoder layers, conv kernels and
                          channels, dropouts and normalization (its net input lacks the units)
     ==================== ===============================================================
 
-    Optional modes (``--modes``): ``fbank-lsce`` and ``s2t_transformer-lsce`` use fairseq's
-    ``label_smoothed_cross_entropy`` instead (the criterion's own overhead).
+    Optional modes (``--modes``): ``fbank-lsce`` and ``s2t_transformer-lsce`` train with
+    fairseq's ``label_smoothed_cross_entropy`` instead (the gate criterion's own overhead).
 
 How
-    One task, one set of fixed batches (``--batches`` batches of ``--max-tokens`` FBank frames
-    from ``--train-subset``, drawn once with ``--seed``; the same tensors for every mode), one
-    Trainer per mode, all in this process. Each mode is built and warmed up in turn
-    (``--warmup`` steps), then the timed phase runs ``--steps`` steps per mode in blocks of
-    ``--block`` consecutive steps (default 10 = the gate-target interval, so every block of
-    ``gsgn-exact-i10`` holds exactly one exact target: its block mean is the amortized cost),
-    round-robin over the modes with the order rotated every round, so a change in machine load
-    hits every mode alike. A mode's step time is the median over rounds of its block mean; a
-    ratio is the median over rounds of (mode block mean / baseline block mean of the same
-    round). The per-step median (every step on its own) is printed too; for interval modes it
-    shows the steps without an exact target.
+    One task and one set of fixed batches (``--batches`` batches of ``--max-tokens`` FBank
+    frames from ``--train-subset``, drawn once with ``--seed``): the same tensors, in the same
+    order, for every mode. One Trainer per mode, all in this process; each mode is built and
+    warmed up (``--warmup`` steps) in turn. The timed phase then interleaves the modes step by
+    step: round ``s`` runs one update of every mode (order rotated each round) on batch
+    ``s mod --batches``, so a change in machine load hits every mode within a second of the
+    others. Every step records its wall time and the process CPU time (with one thread the
+    CPU time leaves out the waits for a core that other jobs hold; with CUDA only wall time
+    counts, taken between ``torch.cuda.synchronize`` calls).
+
+    A mode's step time: rounds are grouped by their position in the period
+    ``P = lcm(--interval, --batches)`` (same batch, same place in the gate-target interval);
+    the median over each position's rounds, averaged over the ``P`` positions. Medians drop
+    the steps a load burst hit; the average over a whole period keeps the amortized cost of
+    ``gsgn-exact-i10`` (one exact target in ten steps) and of every batch. A ratio is the
+    quotient of two such step times. ``--steps`` is rounded up to whole periods.
 
     Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` while the mode is built and warmed
-    up (growth over what the earlier modes hold: parameters, gradients, optimizer state and the
-    step's activations). On CPU a fresh subprocess per mode (same batches, same threads) reports
-    its peak RSS (``ru_maxrss``) and the growth of it over its RSS before the model was built.
+    up, less what the earlier modes hold (parameters, gradients, optimizer state and the
+    step's activations). On CPU a fresh subprocess per mode (same batches, same threads):
+    peak RSS (``VmHWM``, reset through ``/proc/self/clear_refs`` once the task and batches are
+    loaded, so the imports and data loading do not set it) over its first steps, and its
+    growth over the RSS before the model was built.
 
 How to read it
-    ``ratio`` < 1.10 for ``gsgn-factorized`` means the factorized gate loss with the two-view
-    front end costs less than 10 % over training the FBank-only model; ``gsgn-nogate`` splits
-    that into the second view / fusion and the gate loss. ``fbank`` / ``s2t_transformer`` is
-    our stacked encoder (adapter, masked subsampler, extra LayerNorm) against fairseq's plain
-    one of the same size. Small models on one CPU thread weigh the front end and the
-    per-step Python overhead more than a GPU run of ``s2t_gsgn`` does: compare like with like.
+    ``gsgn-factorized / fbank`` <= 1.10 says the two-view model with the factorized gate loss
+    trains at most 10 % slower per update than the FBank-only model; ``gsgn-nogate`` splits
+    that into the second view plus fusion (``gsgn-nogate / fbank``) and the gate loss
+    (``gsgn-* / gsgn-nogate``). ``fbank / s2t_transformer`` is our stacked encoder (masked
+    subsampler, adapter, one more LayerNorm) against fairseq's plain one of the same size.
+    The tiny arch on one CPU thread weighs the conv front ends (the unit view has one of its
+    own) far more than ``s2t_gsgn`` does: its ratios are not the paper model's.
+    ``--profile N`` adds, per mode, the split of a step into criterion forward (with the exact
+    probes, also shown alone), backward and the rest, and the top torch.profiler ops.
 
-    python scripts/bench_train.py                               # CPU, s2t_gsgn_tiny, 1 thread
-    python scripts/bench_train.py --device cuda --arch s2t_gsgn --json bench.json   # bf16
+    Precision: fp32 on CPU; on CUDA fairseq's ``--bf16`` (bf16 model, FP16Optimizer with fp32
+    master weights) unless ``--precision fp32|fp16|amp``. fairseq 0.12 ties ``--bf16`` to
+    TPUs (it sets ``--tpu``); the script clears that flag so the Trainer runs bf16 on the
+    device it was given.
+
+    python scripts/bench_train.py --json bench.json        # CPU: s2t_gsgn_tiny, 1 thread
+    python scripts/bench_train.py --device cuda            # CUDA: s2t_gsgn, bf16
 """
 import argparse
+import contextlib
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,22 +89,19 @@ USER_DIR = ROOT / "gsgn_fairseq"
 DEFAULT_DATA = "/tmp/toy_default/en-de"
 
 BASELINE = "fbank"
+NOGATE = "gsgn-nogate"
 S2T = "s2t_transformer"
-GSGN_CRITERION = "label_smoothed_cross_entropy_with_gate"
+GATE_CRITERION = "label_smoothed_cross_entropy_with_gate"
 LSCE = "label_smoothed_cross_entropy"
-# The ratios to print (numerator, denominator, goal or None).
-GOALS = {
-    "gsgn-factorized": 1.10,
-    "gsgn-exact-i{interval}": 1.15,
-}
+PRECISIONS = ("fp32", "bf16", "fp16", "amp")
 
 
 def mode_table(interval: int):
-    """name -> (kind, extra fairseq arguments); kind: gsgn (our model) or s2t."""
-    gate = ["--criterion", GSGN_CRITERION]
+    """name -> (kind, extra fairseq arguments); kind "gsgn" (ours, ``--arch``) or "s2t"."""
+    gate = ["--criterion", GATE_CRITERION]
     return {
         "fbank": ("gsgn", [*gate, "--fusion", "fbank"]),
-        "gsgn-nogate": ("gsgn", ["--criterion", LSCE, "--fusion", "gsgn"]),
+        NOGATE: ("gsgn", ["--criterion", LSCE, "--fusion", "gsgn"]),
         "gsgn-factorized": ("gsgn", [*gate, "--fusion", "gsgn", "--gate-target", "factorized"]),
         "gsgn-exact": ("gsgn", [*gate, "--fusion", "gsgn", "--gate-target", "exact"]),
         f"gsgn-exact-i{interval}": (
@@ -98,7 +114,23 @@ def mode_table(interval: int):
 
 
 def default_modes(interval: int):
-    return ["fbank", "gsgn-nogate", "gsgn-factorized", "gsgn-exact", f"gsgn-exact-i{interval}", S2T]
+    return ["fbank", NOGATE, "gsgn-factorized", "gsgn-exact", f"gsgn-exact-i{interval}", S2T]
+
+
+def goal_ratios(interval: int):
+    """(numerator, denominator, goal or None), in print order."""
+    return [
+        ("gsgn-factorized", BASELINE, 1.10),
+        (f"gsgn-exact-i{interval}", BASELINE, 1.15),
+        ("gsgn-exact", BASELINE, None),
+        (NOGATE, BASELINE, None),
+        ("gsgn-factorized", NOGATE, None),
+        (f"gsgn-exact-i{interval}", NOGATE, None),
+        ("gsgn-exact", NOGATE, None),
+        (BASELINE, S2T, 1.05),
+        ("fbank-lsce", f"{S2T}-lsce", 1.05),
+        ("fbank", "fbank-lsce", None),
+    ]
 
 
 # ------------------------------------------------------------------------------------ arguments
@@ -112,15 +144,16 @@ def get_parser():
     p.add_argument("--num-units", type=int, default=None, help="K (default: n_clusters of DATA/units.json)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     p.add_argument("--arch", default=None, help="s2t_gsgn arch (default: s2t_gsgn on cuda, s2t_gsgn_tiny on cpu)")
-    p.add_argument("--bf16", dest="bf16", action="store_true", default=None, help="fairseq --bf16 (default on cuda)")
-    p.add_argument("--no-bf16", dest="bf16", action="store_false")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="fairseq --bf16 / --fp16 / --amp or fp32 (default: bf16 on cuda, fp32 on cpu)")
+    p.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="--precision bf16")
+    p.add_argument("--no-bf16", dest="precision", action="store_const", const="fp32", help="--precision fp32")
     p.add_argument("--max-tokens", type=int, default=None,
                    help="FBank frames per batch (default: 10000 on cpu as the toy recipe, 40000 on cuda as MuST-C)")
-    p.add_argument("--batches", type=int, default=4, help="fixed batches, cycled")
-    p.add_argument("--steps", type=int, default=40, help="timed steps per mode (rounded up to whole blocks)")
-    p.add_argument("--warmup", type=int, default=10, help="untimed steps per mode first (rounded up to whole blocks)")
+    p.add_argument("--batches", type=int, default=5, help="fixed batches, cycled")
+    p.add_argument("--steps", type=int, default=60, help="timed steps per mode (rounded up to whole periods)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed steps per mode first")
     p.add_argument("--interval", type=int, default=10, help="--gate-target-interval of the gsgn-exact-iN mode")
-    p.add_argument("--block", type=int, default=None, help="consecutive steps per visit (default: --interval)")
     p.add_argument("--modes", default=None, help="comma-separated modes (default: %s)" % ",".join(default_modes(10)))
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (and OMP/MKL threads)")
     p.add_argument("--seed", type=int, default=1)
@@ -130,19 +163,22 @@ def get_parser():
                    help="after the timing, profile N steps of each mode: sections and top torch.profiler ops")
     p.add_argument("--json", default=None, metavar="FILE", help="write all figures as JSON")
     p.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)  # internal: one mode, print peak RSS
+    p.add_argument("--batches-file", default=None, help=argparse.SUPPRESS)  # internal: the parent's batches
     return p
 
 
 def resolve_defaults(args, cuda_available: bool):
     if args.device is None:
         args.device = "cuda" if cuda_available else "cpu"
+    if args.device == "cuda" and not cuda_available:
+        raise SystemExit("--device cuda: no CUDA device")
     cuda = args.device == "cuda"
     if args.arch is None:
         args.arch = "s2t_gsgn" if cuda else "s2t_gsgn_tiny"
-    if args.bf16 is None:
-        args.bf16 = cuda
-    if args.bf16 and not cuda:
-        raise SystemExit("--bf16 needs --device cuda")
+    if args.precision is None:
+        args.precision = "bf16" if cuda else "fp32"
+    if args.precision in ("fp16", "amp") and not cuda:
+        raise SystemExit(f"--precision {args.precision} needs --device cuda")
     if args.max_tokens is None:
         args.max_tokens = 40000 if cuda else 10000
     if args.num_units is None:
@@ -150,19 +186,15 @@ def resolve_defaults(args, cuda_available: bool):
         if not meta.is_file():
             raise SystemExit(f"--num-units not given and {meta} does not exist")
         args.num_units = int(json.loads(meta.read_text())["n_clusters"])
-    if args.block is None:
-        args.block = args.interval
-    if args.block < 1 or args.interval < 1 or args.batches < 1 or args.steps < 1 or args.warmup < 0:
-        raise SystemExit("--block, --interval, --batches, --steps must be >= 1 and --warmup >= 0")
+    if args.interval < 1 or args.batches < 1 or args.steps < 1 or args.warmup < 0 or args.threads < 1:
+        raise SystemExit("--interval, --batches, --steps, --threads must be >= 1 and --warmup >= 0")
     table = mode_table(args.interval)
     args.mode_list = args.modes.split(",") if args.modes else default_modes(args.interval)
     unknown = [m for m in args.mode_list if m not in table]
-    if unknown:
-        raise SystemExit(f"unknown modes {unknown}; known: {', '.join(table)}")
-    if any(m.startswith("gsgn-exact-i") for m in args.mode_list) and args.block % args.interval:
-        raise SystemExit(f"--block {args.block} must be a multiple of --interval {args.interval} (amortized cost)")
-    args.rounds = math.ceil(args.steps / args.block)
-    args.warmup = math.ceil(args.warmup / args.block) * args.block
+    if unknown or len(set(args.mode_list)) != len(args.mode_list):
+        raise SystemExit(f"--modes: unknown or repeated {args.mode_list}; known: {', '.join(table)}")
+    args.period = math.lcm(args.interval, args.batches)
+    args.rounds = math.ceil(args.steps / args.period) * args.period
     return args
 
 
@@ -177,12 +209,11 @@ def common_fairseq_argv(args):
         "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4000", "--clip-norm", "10.0",
         "--max-tokens", str(args.max_tokens), "--required-batch-size-multiple", "1",
         "--num-workers", "0", "--seed", str(args.seed), "--no-progress-bar", "--log-format", "none",
-        "--save-dir", "/nonexistent-bench-train",  # never written: the benchmark saves nothing
     ]
     if args.device == "cpu":
         argv.append("--cpu")
-    if args.bf16:
-        argv.append("--bf16")
+    if args.precision != "fp32":
+        argv.append("--" + args.precision)
     return argv + args.fairseq_args.split()
 
 
@@ -217,45 +248,41 @@ def s2t_transformer_argv(m) -> list:
 # ------------------------------------------------------------------------------------ building
 
 
+@contextlib.contextmanager
+def quiet():
+    """No warnings: fairseq's hydra config machinery warns about deprecated hydra usage on
+    every parse, torch's DataLoader about pin_memory without an accelerator."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 class Mode:
-    """One benchmarked configuration: its fairseq cfg, Trainer and (net-input-adapted) batches."""
+    """One benchmarked configuration: fairseq argv, Trainer, (net-input-adapted) batches, figures."""
 
     def __init__(self, name, kind, argv):
         self.name, self.kind, self.argv = name, kind, argv
-        self.trainer = None
-        self.batches = None
-        self.params = None
+        self.cfg = self.task = self.trainer = self.batches = self.params = None
         self.memory = {}
-        self.block_ms = []  # one mean per round
-        self.step_ms = []  # every timed step
-
-
-def quiet():
-    """fairseq's hydra config machinery warns about deprecated hydra usage on every parse."""
-    import warnings
-
-    ctx = warnings.catch_warnings()
-    ctx.__enter__()
-    warnings.simplefilter("ignore")
-    return ctx
+        self.wall = []  # seconds, one per timed step
+        self.cpu = []
 
 
 def parse_fairseq(argv):
     from fairseq import options
 
-    ctx = quiet()
-    try:
+    with quiet():
         parser = options.get_training_parser()
         return options.parse_args_and_arch(parser, input_args=argv)
-    finally:
-        ctx.__exit__(None, None, None)
 
 
 def build_modes(args):
-    """Mode objects with parsed fairseq args (models not built yet)."""
+    """Mode objects with their fairseq argv (nothing built yet)."""
     common = common_fairseq_argv(args)
     table = mode_table(args.interval)
     ours = parse_fairseq(common + ["--arch", args.arch, "--fusion", "fbank", "--criterion", LSCE])
+    if not hasattr(ours, "acoustic_encoder_layers"):
+        raise SystemExit(f"--arch {args.arch} is not an s2t_gsgn arch")
     modes = []
     for name in args.mode_list:
         kind, extra = table[name]
@@ -264,47 +291,46 @@ def build_modes(args):
     return modes
 
 
-def setup_task(argv):
+def setup_task(mode):
+    """fairseq-train's setup: cfg from the argv, then the task (dictionaries, data config)."""
     from fairseq import tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-    args = parse_fairseq(argv)
-    ctx = quiet()
-    try:
-        cfg = convert_namespace_to_omegaconf(args)
-        return cfg, tasks.setup_task(cfg.task)
-    finally:
-        ctx.__exit__(None, None, None)
+    args = parse_fairseq(mode.argv)
+    if args.bf16 and "--tpu" not in mode.argv:
+        # fairseq 0.12 takes --bf16 for "on a TPU" (options.py sets tpu): run it on this device
+        # instead, as the Trainer supports (bf16 model, FP16Optimizer with fp32 master weights)
+        args.tpu = False
+    with quiet():
+        mode.cfg = convert_namespace_to_omegaconf(args)
+        mode.task = tasks.setup_task(mode.cfg.task)
+    return mode.task
 
 
-def fixed_batches(args, cfg, task):
+def fixed_batches(args, task):
     """``--batches`` collated batches of the train subset (fixed by ``--seed``)."""
-    task.load_dataset(args.train_subset)
-    dataset = task.dataset(args.train_subset)
-    itr = task.get_batch_iterator(
-        dataset=dataset,
-        max_tokens=args.max_tokens,
-        max_sentences=None,
-        max_positions=task.max_positions(),
-        ignore_invalid_inputs=True,
-        required_batch_size_multiple=1,
-        seed=args.seed,
-        num_shards=1,
-        shard_id=0,
-        num_workers=0,
-        epoch=1,
-    ).next_epoch_itr(shuffle=True)
-    batches = []
-    ctx = quiet()  # torch's DataLoader: pin_memory without an accelerator
-    try:
+    with quiet():
+        task.load_dataset(args.train_subset)
+        itr = task.get_batch_iterator(
+            dataset=task.dataset(args.train_subset),
+            max_tokens=args.max_tokens,
+            max_sentences=None,
+            max_positions=task.max_positions(),
+            ignore_invalid_inputs=True,
+            required_batch_size_multiple=1,
+            seed=args.seed,
+            num_shards=1,
+            shard_id=0,
+            num_workers=0,
+            epoch=1,
+        ).next_epoch_itr(shuffle=True)
+        batches = []
         for batch in itr:
             batches.append(batch)
             if len(batches) == args.batches:
                 break
-    finally:
-        ctx.__exit__(None, None, None)
-    if not batches:
-        raise SystemExit(f"no batch from {args.train_subset} with --max-tokens {args.max_tokens}")
+    if len(batches) < args.batches:
+        raise SystemExit(f"only {len(batches)} batches in {args.train_subset} with --max-tokens {args.max_tokens}")
     return batches
 
 
@@ -317,18 +343,17 @@ def adapt_batches(kind, batches):
 
 
 def build_trainer(mode, seed):
+    """Model, criterion and Trainer as fairseq-train builds them (the task must be set up)."""
     import torch
     from fairseq.trainer import Trainer
 
-    cfg, task = setup_task(mode.argv)
     torch.manual_seed(seed)
-    model = task.build_model(cfg.model)
-    criterion = task.build_criterion(cfg.criterion)
+    model = mode.task.build_model(mode.cfg.model)
+    criterion = mode.task.build_criterion(mode.cfg.criterion)
     mode.params = sum(p.numel() for p in model.parameters())
-    trainer = Trainer(cfg, task, model, criterion)
-    trainer.begin_epoch(1)
-    mode.trainer = trainer
-    return trainer
+    mode.trainer = Trainer(mode.cfg, mode.task, model, criterion)
+    mode.trainer.begin_epoch(1)
+    return mode.trainer
 
 
 def sync(device):
@@ -338,72 +363,66 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def run_steps(mode, n, device, start_index=0):
-    """``n`` train steps cycling over the mode's batches; returns per-step seconds."""
-    times = []
-    nb = len(mode.batches)
-    for i in range(n):
-        sample = mode.batches[(start_index + i) % nb]
-        sync(device)
-        t0 = time.perf_counter()
-        out = mode.trainer.train_step([sample])
-        sync(device)
-        times.append(time.perf_counter() - t0)
-        if out is None:
-            raise RuntimeError(f"{mode.name}: train_step returned None (out of memory?)")
-    return times
+def train_step(mode, step, device):
+    """Update number ``step`` (batch ``step mod --batches``); returns (wall s, process CPU s)."""
+    sample = mode.batches[step % len(mode.batches)]
+    sync(device)
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = mode.trainer.train_step([sample])
+    sync(device)
+    w1, c1 = time.perf_counter(), time.process_time()
+    if out is None:
+        raise RuntimeError(f"{mode.name}: train_step returned None (out of memory?)")
+    return w1 - w0, c1 - c0
+
+
+def period_estimate(xs, period):
+    """Mean over the ``period`` positions of the median of each position's values."""
+    return statistics.fmean(statistics.median(xs[p::period]) for p in range(period))
 
 
 # ------------------------------------------------------------------------------------ memory
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def proc_status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
 
 
 def memory_probe(args):
-    """Child process: build one mode, run warm-up + one block, print its peak RSS as JSON."""
-    modes = build_modes(args)
-    mode = next(m for m in modes if m.name == args.memory_probe)
-    cfg, task = setup_task(modes[0].argv)
-    batches = fixed_batches(args, cfg, task)
-    mode.batches = adapt_batches(mode.kind, batches)
-    del task
+    """Child process: one mode on the parent's batches; prints its peak RSS as JSON."""
     import gc
 
+    import torch
+
+    mode = next(m for m in build_modes(args) if m.name == args.memory_probe)
+    setup_task(mode)
+    mode.batches = adapt_batches(mode.kind, torch.load(args.batches_file, weights_only=False))
     gc.collect()
-    before = rss_bytes()
+    try:  # reset the high-water mark: the imports and loading must not set the peak
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        reset = True
+    except OSError:
+        reset = False
+    before = proc_status_kib("VmRSS")
     build_trainer(mode, args.seed)
-    run_steps(mode, max(args.block, len(batches)), args.device)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    print("MEMORY_PROBE " + json.dumps({"peak_rss_mib": peak / 2**20, "growth_mib": (peak - before) / 2**20,
-                                        "rss_before_mib": before / 2**20}))
-
-
-def cpu_memory(args, mode_names):
-    """Peak RSS per mode, each in a fresh subprocess (run one after another)."""
-    out = {}
-    for name in mode_names:
-        cmd = [sys.executable, str(Path(__file__).resolve()), *child_argv(args), "--memory-probe", name]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=thread_env(args.threads))
-        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("MEMORY_PROBE ")]
-        if proc.returncode != 0 or not line:
-            raise RuntimeError(f"memory probe {name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-        out[name] = json.loads(line[-1][len("MEMORY_PROBE "):])
-        print(f"  memory {name}: peak RSS {out[name]['peak_rss_mib']:.0f} MiB "
-              f"(+{out[name]['growth_mib']:.0f} MiB over {out[name]['rss_before_mib']:.0f})", flush=True)
-    return out
+    for step in range(len(mode.batches) + 1):  # every batch, and one more with the optimizer state there
+        train_step(mode, step, args.device)
+    peak = proc_status_kib("VmHWM")
+    print("MEMORY_PROBE " + json.dumps({"peak_rss_mib": peak / 1024, "growth_mib": (peak - before) / 1024,
+                                        "rss_before_mib": before / 1024, "hwm_reset": reset}))
 
 
 def child_argv(args):
-    argv = ["--data", args.data, "--config-yaml", args.config_yaml, "--train-subset", args.train_subset,
+    return ["--data", args.data, "--config-yaml", args.config_yaml, "--train-subset", args.train_subset,
             "--num-units", str(args.num_units), "--device", args.device, "--arch", args.arch,
-            "--max-tokens", str(args.max_tokens), "--batches", str(args.batches), "--steps", str(args.steps),
-            "--warmup", str(args.warmup), "--interval", str(args.interval), "--block", str(args.block),
+            "--max-tokens", str(args.max_tokens), "--batches", str(args.batches), "--interval", str(args.interval),
             "--modes", ",".join(args.mode_list), "--threads", str(args.threads), "--seed", str(args.seed),
-            "--fairseq-args=" + args.fairseq_args, "--bf16" if args.bf16 else "--no-bf16"]
-    return argv
+            "--fairseq-args=" + args.fairseq_args, "--precision", args.precision]
 
 
 def thread_env(threads: int):
@@ -413,99 +432,121 @@ def thread_env(threads: int):
     return env
 
 
+def cpu_memory(args, names, batches):
+    """Peak RSS per mode, each in a fresh subprocess (one after another)."""
+    import torch
+
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
+        path = Path(tmp) / "batches.pt"
+        torch.save(batches, path)
+        for name in names:
+            cmd = [sys.executable, str(Path(__file__).resolve()), *child_argv(args),
+                   "--memory-probe", name, "--batches-file", str(path)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=thread_env(args.threads))
+            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("MEMORY_PROBE ")]
+            if proc.returncode != 0 or not line:
+                raise RuntimeError(f"memory probe {name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+            out[name] = json.loads(line[-1][len("MEMORY_PROBE "):])
+            print(f"  {name:<22} peak RSS {out[name]['peak_rss_mib']:7.0f} MiB, "
+                  f"+{out[name]['growth_mib']:.0f} MiB over {out[name]['rss_before_mib']:.0f} before the model",
+                  flush=True)
+    return out
+
+
 # ------------------------------------------------------------------------------------ profiling
 
 
-def profile_mode(mode, n, device):
-    """Time the step's sections (criterion forward incl. exact probes, backward, the rest) and
-    list the top torch.profiler ops over ``n`` steps."""
-    import torch
+def profile_mode(mode, n, device, first_step):
+    """Split ``n`` steps into criterion forward (exact probes also alone), backward and the
+    rest (process CPU time on CPU, synchronized wall time on CUDA); top torch.profiler ops."""
     from torch.profiler import ProfilerActivity, profile
 
+    clock = time.perf_counter if device == "cuda" else time.process_time
     trainer = mode.trainer
     criterion, optimizer = trainer.criterion, trainer.optimizer
-    sections = {"criterion_forward": 0.0, "exact_target": 0.0, "backward": 0.0, "total": 0.0}
+    sections = {"criterion_forward": 0.0, "exact_target": 0.0, "backward": 0.0}
 
     def timed(key, fn):
         def wrapper(*a, **kw):
             sync(device)
-            t0 = time.perf_counter()
+            t0 = clock()
             try:
                 return fn(*a, **kw)
             finally:
                 sync(device)
-                sections[key] += time.perf_counter() - t0
+                sections[key] += clock() - t0
         return wrapper
 
-    patched = [(criterion, "forward"), (optimizer, "backward")]
+    patched = [(criterion, "forward", "criterion_forward"), (optimizer, "backward", "backward")]
     if hasattr(criterion, "exact_target"):
-        patched.append((criterion, "exact_target"))
-    originals = {(id(o), k): getattr(o, k) for o, k in patched}
-    criterion.forward = timed("criterion_forward", originals[(id(criterion), "forward")])
-    optimizer.backward = timed("backward", originals[(id(optimizer), "backward")])
-    if hasattr(criterion, "exact_target"):
-        criterion.exact_target = timed("exact_target", originals[(id(criterion), "exact_target")])
+        patched.append((criterion, "exact_target", "exact_target"))
+    for obj, attr, key in patched:
+        setattr(obj, attr, timed(key, getattr(obj, attr)))
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     try:
         with profile(activities=activities) as prof:
-            sections["total"] = sum(run_steps(mode, n, device))
+            total = 0.0
+            for i in range(n):
+                wall, cpu = train_step(mode, first_step + i, device)
+                total += wall if device == "cuda" else cpu
     finally:
-        for o, k in patched:
-            delattr(o, k)  # back to the class's method
+        for obj, attr, _ in patched:
+            delattr(obj, attr)  # the class's method again
     ms = {k: 1000 * v / n for k, v in sections.items()}
+    ms["total"] = 1000 * total / n
     ms["rest_of_step"] = ms["total"] - ms["criterion_forward"] - ms["backward"]
-    sort = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
-    table = prof.key_averages().table(sort_by=sort, row_limit=15, max_name_column_width=60)
-    return ms, table
+    sort = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+    return ms, prof.key_averages().table(sort_by=sort, row_limit=12, max_name_column_width=50)
 
 
 # ------------------------------------------------------------------------------------ main
-
-
-def median(xs):
-    return statistics.median(xs) if xs else float("nan")
 
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(args.threads)
+    import logging
+
     import torch
 
     torch.set_num_threads(args.threads)
-    try:
+    with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass
-    import logging
-
     for name in ("fairseq", "gsgn_fairseq", "hydra"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # once-per-model notices of fairseq 0.12 on torch 2.x (deprecated autocast spelling, mask types)
+    warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.autocast.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r".*mismatched key_padding_mask and attn_mask.*")
+    warnings.filterwarnings("ignore", message=r".*Profiler clears events.*")
     resolve_defaults(args, torch.cuda.is_available())
     if args.memory_probe:
         return memory_probe(args)
     cuda = args.device == "cuda"
+    what = f"{args.arch}, {args.device} {args.precision}, {args.threads} thread(s)"
 
     modes = build_modes(args)
-    cfg, task = setup_task(modes[0].argv)
-    batches = fixed_batches(args, cfg, task)
-    frames = [int(b["net_input"]["src_lengths"].sum()) for b in batches]
+    batches = fixed_batches(args, setup_task(modes[0]))
     sizes = [int(b["nsentences"]) for b in batches]
-    print(f"bench_train: arch {args.arch}, device {args.device}{' bf16' if args.bf16 else ''}, "
-          f"{args.threads} thread(s), {len(batches)} fixed batches of {args.train_subset} "
-          f"(utterances {sizes}, FBank frames {frames}), block {args.block}, "
-          f"{args.rounds} rounds x {args.block} steps timed per mode after {args.warmup} warm-up", flush=True)
+    frames = [int(b["net_input"]["src_lengths"].sum()) for b in batches]
+    print(f"bench_train: {what}; {len(batches)} fixed batches of {args.train_subset} (utterances {sizes}, "
+          f"FBank frames {frames}); {args.warmup} warm-up steps, then {args.rounds} interleaved rounds "
+          f"(period {args.period})", flush=True)
 
-    # build and warm up each mode in turn (CUDA: its peak memory while alone)
+    # build and warm up each mode in turn (CUDA: its peak memory, alone)
     for mode in modes:
+        t0 = time.perf_counter()
+        if mode.task is None:
+            setup_task(mode)
         mode.batches = adapt_batches(mode.kind, batches)
         if cuda:
             torch.cuda.synchronize()
             held = torch.cuda.memory_allocated()
             torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
         build_trainer(mode, args.seed)
-        run_steps(mode, max(args.warmup, 1), args.device)
+        for step in range(max(args.warmup, 1)):
+            train_step(mode, step, args.device)
         if cuda:
             torch.cuda.synchronize()
             mode.memory = {"peak_mib": (torch.cuda.max_memory_allocated() - held) / 2**20,
@@ -513,84 +554,81 @@ def main(argv=None):
         print(f"  built + warmed up {mode.name:<22} {mode.params:>12,} params  ({time.perf_counter() - t0:.1f} s)",
               flush=True)
 
-    # timed phase: round-robin, order rotated each round
+    # timed phase: one step of every mode per round, order rotated
+    first = max(args.warmup, 1)
+    t_start = time.perf_counter()
     for r in range(args.rounds):
         k = r % len(modes)
         for mode in modes[k:] + modes[:k]:
-            times = run_steps(mode, args.block, args.device, start_index=r * args.block)
-            mode.step_ms.extend(1000 * t for t in times)
-            mode.block_ms.append(1000 * sum(times) / len(times))
-        print(f"  round {r + 1}/{args.rounds}: " + ", ".join(f"{m.name} {m.block_ms[-1]:.0f}" for m in modes) + " ms",
-              flush=True)
+            wall, cpu = train_step(mode, first + r, args.device)
+            mode.wall.append(wall)
+            mode.cpu.append(cpu)
+        if (r + 1) % args.period == 0:
+            print(f"  {r + 1}/{args.rounds} rounds ({time.perf_counter() - t_start:.0f} s)", flush=True)
 
-    names = [m.name for m in modes]
     by_name = {m.name: m for m in modes}
-
-    def paired_ratio(num, den):
-        a, b = by_name[num].block_ms, by_name[den].block_ms
-        return median([x / y for x, y in zip(a, b)])
-
+    for m in modes:
+        m.wall_ms = 1000 * period_estimate(m.wall, args.period)
+        m.cpu_ms = 1000 * period_estimate(m.cpu, args.period)
+        m.time_ms = m.wall_ms if cuda else m.cpu_ms
+    clock = "wall" if cuda else "cpu"
     ratios = {}
-    for num, goal in GOALS.items():
-        num = num.format(interval=args.interval)
-        if num in by_name and BASELINE in by_name:
-            ratios[f"{num}/{BASELINE}"] = {"ratio": paired_ratio(num, BASELINE), "goal": goal}
-    for num in names:
-        key = f"{num}/{BASELINE}"
-        if num != BASELINE and num.startswith("gsgn") and key not in ratios and BASELINE in by_name:
-            ratios[key] = {"ratio": paired_ratio(num, BASELINE), "goal": None}
-    if BASELINE in by_name and S2T in by_name:
-        ratios[f"{BASELINE}/{S2T}"] = {"ratio": paired_ratio(BASELINE, S2T), "goal": 1.05}
-    if "fbank-lsce" in by_name and f"{S2T}-lsce" in by_name:
-        ratios[f"fbank-lsce/{S2T}-lsce"] = {"ratio": paired_ratio("fbank-lsce", f"{S2T}-lsce"), "goal": 1.05}
+    for num, den, goal in goal_ratios(args.interval):
+        if num in by_name and den in by_name:
+            a, b = by_name[num], by_name[den]
+            ratios[f"{num}/{den}"] = {"ratio": a.time_ms / b.time_ms, "wall_ratio": a.wall_ms / b.wall_ms,
+                                      "cpu_ratio": a.cpu_ms / b.cpu_ms, "goal": goal}
 
     profiles = {}
     if args.profile > 0:
         for mode in modes:
-            ms, table = profile_mode(mode, args.profile, args.device)
+            ms, table = profile_mode(mode, args.profile, args.device, first + args.rounds)
             profiles[mode.name] = ms
-            print(f"\n== profile {mode.name} ({args.profile} steps): "
-                  + ", ".join(f"{k} {v:.1f} ms" for k, v in ms.items()))
+            print(f"\n== profile {mode.name}, {args.profile} steps ({clock} ms per step): "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in ms.items()))
             print(table)
 
     if not cuda and not args.no_memory:
-        print("peak memory (fresh subprocess per mode):", flush=True)
-        for name, mem in cpu_memory(args, names).items():
+        print("peak memory (a fresh subprocess per mode):", flush=True)
+        for name, mem in cpu_memory(args, [m.name for m in modes], batches).items():
             by_name[name].memory = mem
 
     # report
-    mem_key = "peak_mib" if cuda else "peak_rss_mib"
-    print(f"\nstep time per mode ({args.arch}, {args.device}{' bf16' if args.bf16 else ''}, "
-          f"{args.threads} thread(s); median over {args.rounds} rounds of {args.block}-step block means)")
-    hdr = f"{'mode':<22} {'step ms':>9} {'step med':>9} {'min blk':>9} {'params':>12} "
-    hdr += f"{'peak MiB':>9} {'growth':>8}" if not cuda else f"{'peak MiB':>9} {'resident':>9}"
-    print(hdr)
+    print(f"\nstep time per mode ({what}): per batch/interval position the median over "
+          f"{args.rounds // args.period} rounds, averaged over the period of {args.period}")
+    mem_cols = ("peak_mib", "resident_mib") if cuda else ("peak_rss_mib", "growth_mib")
+    print(f"{'mode':<22} {'cpu ms' if not cuda else '':>8} {'wall ms':>8} {'params':>12} "
+          f"{'peak MiB':>9} {'resident' if cuda else 'growth':>8}")
+    nan = float("nan")
     for m in modes:
-        second = m.memory.get("growth_mib" if not cuda else "resident_mib", float("nan"))
-        print(f"{m.name:<22} {median(m.block_ms):>9.1f} {median(m.step_ms):>9.1f} {min(m.block_ms):>9.1f} "
-              f"{m.params:>12,} {m.memory.get(mem_key, float('nan')):>9.0f} {second:>8.0f}")
-    print("\nratios (median over rounds of the paired block-mean ratio)")
+        cpu_col = f"{m.cpu_ms:8.1f}" if not cuda else " " * 8
+        print(f"{m.name:<22} {cpu_col} {m.wall_ms:8.1f} {m.params:>12,} "
+              f"{m.memory.get(mem_cols[0], nan):9.0f} {m.memory.get(mem_cols[1], nan):8.0f}")
+    print(f"\nratios ({clock} time{'; wall-time ratio beside it' if not cuda else ''})")
     for key, r in ratios.items():
-        goal = r["goal"]
-        verdict = "" if goal is None else f"  goal <= {goal:.2f}: {'met' if r['ratio'] <= goal else 'MISSED'}"
-        print(f"  {key:<36} {r['ratio']:.3f}{verdict}")
+        verdict = "" if r["goal"] is None else f"   goal <= {r['goal']:.2f}: {'met' if r['ratio'] <= r['goal'] else 'MISSED'}"
+        beside = f"  (wall {r['wall_ratio']:.3f})" if not cuda else ""
+        print(f"  {key:<34} {r['ratio']:.3f}{beside}{verdict}")
     if BASELINE in by_name and S2T in by_name:
-        print(f"  params {BASELINE} {by_name[BASELINE].params:,} vs {S2T} {by_name[S2T].params:,} "
-              f"({by_name[BASELINE].params - by_name[S2T].params:+,})")
+        a, b = by_name[BASELINE].params, by_name[S2T].params
+        print(f"  params: {BASELINE} {a:,}, {S2T} {b:,} ({a - b:+,}, {100 * (a - b) / b:+.2f} %)")
 
     if args.json:
         result = {
-            "config": {k: getattr(args, k) for k in ("data", "arch", "device", "bf16", "max_tokens", "batches",
-                                                        "steps", "warmup", "block", "interval", "rounds",
+            "config": {k: getattr(args, k) for k in ("data", "arch", "device", "precision", "max_tokens", "batches",
+                                                        "steps", "warmup", "interval", "period", "rounds",
                                                         "threads", "seed", "fairseq_args", "num_units")},
+            "clock": clock,
             "command": " ".join([sys.executable, *sys.argv]),
             "torch": torch.__version__,
             "batches": {"utterances": sizes, "fbank_frames": frames},
             "modes": {
                 m.name: {
-                    "step_ms": median(m.block_ms),
-                    "step_median_ms": median(m.step_ms),
-                    "block_ms": m.block_ms,
+                    "step_ms": m.time_ms,
+                    "cpu_ms": m.cpu_ms,
+                    "wall_ms": m.wall_ms,
+                    "steps_wall_ms": [1000 * t for t in m.wall],
+                    "steps_cpu_ms": [1000 * t for t in m.cpu],
                     "params": m.params,
                     "memory": m.memory,
                     "fairseq_argv": m.argv,

@@ -59,6 +59,7 @@ beam=5
 lenpen=1.0
 inference_branch=fusion
 num_workers=2
+ctc_weight=0             # > 0: CTC over the source transcript on the acoustic encoder
 eval_bleu=0              # 1: greedy dev BLEU after every epoch (logged as valid_bleu)
 keep_last_epochs=1       # -1 keeps every epoch checkpoint
 train_extra=""
@@ -138,6 +139,8 @@ for v in "${variant_list[@]}"; do
     log "stage 2: train $v ($arch)"
     mkdir -p "$run"
     bleu_flags=()
+    ctc_flags=()
+    [ "$ctc_weight" != 0 ] && ctc_flags=(--use-ctc --ctc-weight "$ctc_weight")
     [ "$eval_bleu" = 1 ] && bleu_flags=(--eval-bleu --eval-bleu-args '{"beam": 1}')
     # shellcheck disable=SC2086
     "$BIN/fairseq-train" "$data" --user-dir "$ROOT_DIR/gsgn_fairseq" \
@@ -147,7 +150,7 @@ for v in "${variant_list[@]}"; do
       --optimizer adam --adam-betas '(0.9, 0.98)' --lr "$lr" --lr-scheduler inverse_sqrt \
       --warmup-updates "$warmup" --clip-norm 10.0 --max-tokens "$max_tokens" --update-freq "$update_freq" \
       --max-epoch "$max_epoch" --patience "$patience" --seed "$seed" --num-workers "$num_workers" \
-      --save-dir "$run" --keep-best-checkpoints "$n_avg" --keep-last-epochs "$keep_last_epochs" "${bleu_flags[@]}" \
+      --save-dir "$run" --keep-best-checkpoints "$n_avg" --keep-last-epochs "$keep_last_epochs" "${bleu_flags[@]}" "${ctc_flags[@]}" \
       --log-format json --log-interval 50 --tensorboard-logdir "$run/tensorboard" \
       --skip-invalid-size-inputs-valid-test $train_extra 2>&1 | tee -a "$run/train.log"
     done_mark "train.$v"

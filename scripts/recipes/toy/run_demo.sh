@@ -3,7 +3,7 @@
 #   toy corpus (en-de) -> prep -> MFCC k-means units -> train FBank-only and GSGN+Drop
 #   -> average the best checkpoints -> decode tst-COMMON -> Table-I-style BLEU table.
 #
-#   scripts/recipes/toy/run_demo.sh            # full demo (about 30 minutes on 2 cores)
+#   scripts/recipes/toy/run_demo.sh            # full demo (about 25 minutes on 2 cores)
 #   scripts/recipes/toy/run_demo.sh --quick    # smoke test: small corpus, few epochs
 #
 # Writes data/toy (the corpus and prepared data), exp/toy_demo[_quick] (runs, logs, table),
