@@ -8,8 +8,9 @@
 #   figures: learning curves, gradient conflict, gate means -> docs/figures/
 # and writes every table into docs/RESULTS.md.
 #
-#   scripts/recipes/toy/run_study.sh [--parallel 2]
+#   scripts/recipes/toy/run_study.sh [--parallel 2] [--with-noise]
 #
+# --with-noise adds the Table II runs (noise_sum, noise_replace): two more trainings.
 # It shares data, settings and the experiment directory with run_demo.sh (toy_flags.sh), so
 # runs the demo finished are reused, and a rerun resumes (the recipe's .done markers).
 # With --parallel N, N recipe processes train different variants side by side, one thread each.
@@ -22,9 +23,17 @@ BIN=.venv/bin
 source scripts/recipes/toy/toy_flags.sh
 
 parallel=1
-[ "${1:-}" = "--parallel" ] && { parallel=$2; shift 2; }
+noise=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --parallel) parallel=$2; shift 2 ;;
+    --with-noise) noise=1; shift ;;
+    *) echo "unknown option $1" >&2; exit 1 ;;
+  esac
+done
 data=$TOY_DATA; exp=$TOY_EXP
-variants=(fbank gsgn_drop unit gsgn concat noise_sum noise_replace)
+variants=(fbank gsgn_drop unit gsgn concat)
+[ $noise = 1 ] && variants+=(noise_sum noise_replace)
 
 $PY scripts/make_toy_corpus.py --out "$data" --pairs de
 # shellcheck disable=SC2046
@@ -66,7 +75,11 @@ echo -e "$rows" > "$exp/robustness.md"
 
 log "tables, convergence, figures"
 $PY scripts/results_table.py --exp-dir "$exp" --variants fbank,unit,gsgn,gsgn_drop --out "$exp/table1.md"
-$PY scripts/results_table.py --exp-dir "$exp" --variants fbank,noise_sum,gsgn,noise_replace --out "$exp/table2.md"
+tables=("Table I:table1" "Table III:table3" "Inference branches:robustness" "Convergence:convergence")
+if [ $noise = 1 ]; then
+  $PY scripts/results_table.py --exp-dir "$exp" --variants fbank,noise_sum,gsgn,noise_replace --out "$exp/table2.md"
+  tables+=("Table II:table2")
+fi
 $PY scripts/results_table.py --exp-dir "$exp" --variants concat,gsgn --out "$exp/table3.md"
 logs=()
 for v in "${variants[@]}"; do logs+=("$v=$exp/$v/train.log"); done
@@ -74,8 +87,8 @@ $PY scripts/convergence.py --baseline "fbank=$exp/fbank/train.log" \
   --runs $(printf '%s ' "${logs[@]:1}") --out "$exp/convergence.md"
 $PY scripts/plot_training.py --out-dir docs/figures --logs "${logs[@]}"
 
-cmd="scripts/recipes/toy/run_study.sh --parallel $parallel"
-for t in "Table I:table1" "Table II:table2" "Table III:table3" "Inference branches:robustness" "Convergence:convergence"; do
+cmd="scripts/recipes/toy/run_study.sh --parallel $parallel$([ $noise = 1 ] && echo ' --with-noise')"
+for t in "${tables[@]}"; do
   $PY scripts/update_results.py --section "Toy study: ${t%%:*}" --table "$exp/${t##*:}.md" \
     --command "$cmd" --file docs/RESULTS.md
 done
