@@ -87,7 +87,8 @@ $PY scripts/convergence.py --baseline "fbank=$exp/fbank/train.log" \
   --runs $(printf '%s ' "${logs[@]:1}") --out "$exp/convergence.md"
 $PY scripts/plot_training.py --out-dir docs/figures --logs "${logs[@]}"
 
-cmd="scripts/recipes/toy/run_study.sh --parallel $parallel$([ $noise = 1 ] && echo ' --with-noise')"
+suffix=""; [ $noise = 1 ] && suffix=" --with-noise"
+cmd="scripts/recipes/toy/run_study.sh --parallel $parallel$suffix"
 for t in "${tables[@]}"; do
   $PY scripts/update_results.py --section "Toy study: ${t%%:*}" --table "$exp/${t##*:}.md" \
     --command "$cmd" --file docs/RESULTS.md
