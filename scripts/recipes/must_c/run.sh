@@ -9,7 +9,8 @@
 #   0 prep     $DATA_ROOT/en-$TGT/{fbank80.zip,{split}_st.tsv,spm_unigram*_{st,src}.*,config_st.yaml}
 #   1 units    $DATA_ROOT/en-$TGT/units.zip and a `units` column in every TSV
 #              (--units hubert: --hubert-checkpoint + --km-model, e.g. hubert_base_ls960.pt and
-#               hubert_base_ls960_L9_km500.bin; --units mfcc: k-means learned here, $EXP/km_mfcc.bin)
+#               hubert_base_ls960_L9_km500.bin; --units mfcc: k-means learned here, $EXP/km_mfcc.bin;
+#               --units hubert-toy: a small HuBERT pretrained here first, $EXP/hubert_toy/hubert.pt)
 #   2 train    $EXP/{variant}/checkpoint*.pt, train.log (fairseq JSON log), tensorboard/
 #   3 average  $EXP/{variant}/checkpoint_avg$N_AVG.pt (+ .json with the averaged epochs)
 #   4 decode   $EXP/{variant}/generate-{split}.txt, bleu-{split}.json (sacreBLEU + signature)
@@ -36,10 +37,11 @@ tgt_lang=de
 exp=""
 vocab_size=8000
 jobs=$(nproc)
-units=mfcc               # mfcc | hubert
+units=mfcc               # mfcc | hubert | hubert-toy (pretrain a small HuBERT here, scripts/pretrain_hubert.py)
 hubert_checkpoint=""
 km_model=""
 layer=9
+hubert_toy_layer=3       # layer of the 4-layer toy HuBERT whose features are clustered
 n_clusters=500
 km_percent=0.1
 variants=fbank,unit,gsgn,gsgn_drop
@@ -105,6 +107,15 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ] && ! is_done prep; then
 fi
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ] && ! is_done units; then
+  if [ "$units" = hubert-toy ]; then
+    hubert_checkpoint=$exp/hubert_toy/hubert.pt
+    if [ ! -f "$hubert_checkpoint" ]; then
+      log "stage 1: pretrain a small HuBERT on $data (fairseq hubert_pretraining, MFCC k-means targets)"
+      "$PY" "$ROOT_DIR/scripts/pretrain_hubert.py" --data-root "$data_root" --tgt-lang "$tgt_lang" \
+        --work-dir "$exp/hubert_toy"
+    fi
+    units=hubert; layer=$hubert_toy_layer
+  fi
   if [ "$units" = hubert ]; then
     [ -f "$hubert_checkpoint" ] || { echo "--units hubert needs --hubert-checkpoint FILE" >&2; exit 1; }
     if [ -z "$km_model" ]; then
