@@ -45,6 +45,7 @@ The checkpoint is an ordinary fairseq HuBERT checkpoint: its units go through
 ``hubert_base_ls960.pt`` does.
 """
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -310,6 +311,29 @@ def train(config: Path, manifest_dir: Path, label_dir: Path, iteration_dir: Path
 # ---------------------------------------------------------------- the pipeline
 
 
+@contextlib.contextmanager
+def cpu_threads(n: Optional[int]):
+    """torch intra-op threads and the BLAS/OpenMP pools of numpy and scikit-learn limited to ``n``.
+
+    Label features are many small per-utterance operations: on a busy machine, OpenMP threads
+    that wait for each other make them up to 100x slower (MFCCs of 1.5 h of audio: 1.6 s on one
+    thread, 195 s on two threads of two cores shared with two other jobs).
+    """
+    if not n:
+        yield
+        return
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _settings(config: Path, overrides: Sequence[str], labels: str) -> Dict:
     """What an iteration's training depends on, except optimization.max_update (which may grow)."""
     return {
@@ -324,7 +348,7 @@ def pretrain(data_root: Path, tgt_lang: str, work_dir: Path, config: Path = DEFA
              km_percent: float = 0.5, it2_layer: Optional[int] = None, it2_clusters: int = 100,
              overrides: Sequence[str] = (), splits: Sequence[str] = ("train", "dev"),
              min_seconds: float = 0.25, seed: int = 0, batch_seconds: float = 100.0,
-             device: str = "cpu") -> Dict:
+             device: str = "cpu", label_threads: Optional[int] = 1) -> Dict:
     """The whole pipeline; returns (and writes to WORK/summary.json) what it did.
 
     The final iteration's checkpoint_last.pt is also copied to WORK/hubert.pt.
@@ -376,14 +400,15 @@ def pretrain(data_root: Path, tgt_lang: str, work_dir: Path, config: Path = DEFA
                 checkpoint = Path(done["checkpoint"])
                 continue
         t0 = time.time()
-        if it == 1:
-            features = MfccFeatures(device)
-            label_dir = make_labels(it_dir, manifests, features, km_model, n_clusters, km_percent, seed,
-                                    batch_seconds, device)
-        else:
-            features = HubertFeatures(checkpoint, layer=layer, device=device)
-            label_dir = make_labels(it_dir, manifests, features, None, it2_clusters, km_percent, seed,
-                                    batch_seconds, device)
+        with cpu_threads(label_threads):
+            if it == 1:
+                features = MfccFeatures(device)
+                label_dir = make_labels(it_dir, manifests, features, km_model, n_clusters, km_percent, seed,
+                                        batch_seconds, device)
+            else:
+                features = HubertFeatures(checkpoint, layer=layer, device=device)
+                label_dir = make_labels(it_dir, manifests, features, None, it2_clusters, km_percent, seed,
+                                        batch_seconds, device)
         t_labels = time.time() - t0
         t0 = time.time()
         checkpoint = train(config, manifests["train"].parent, label_dir, it_dir, overrides)
@@ -457,6 +482,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="k-means seed (training: the config's common.seed)")
     p.add_argument("--batch-seconds", type=float, default=100.0, help="audio per feature batch (labels)")
     p.add_argument("--device", default=None, help="device for label features (default: cuda when available)")
+    p.add_argument("--label-threads", type=int, default=1,
+                   help="CPU threads for label features and k-means (0: library defaults); training uses "
+                   "fairseq's (all cores, or OMP_NUM_THREADS)")
     return p
 
 
@@ -469,7 +497,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
         a.device = "cuda" if torch.cuda.is_available() else "cpu"
     return pretrain(a.data_root, a.tgt_lang, a.work_dir, a.config, a.iterations, a.km_model, a.n_clusters,
                     a.km_percent, a.it2_layer, a.it2_clusters, a.overrides, a.splits, a.min_seconds, a.seed,
-                    a.batch_seconds, a.device)
+                    a.batch_seconds, a.device, a.label_threads)
 
 
 if __name__ == "__main__":
