@@ -8,19 +8,16 @@
 Utterance ids follow fairseq's MuST-C preparation: ``{talk}_{i}`` with ``i`` the segment's
 index within its talk, in yaml order (after sorting a talk's segments by offset).
 """
-import logging
-import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 import soundfile as sf
 import torch
 import yaml
 
-logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "tst-COMMON", "tst-HE")
 SAMPLE_RATE = 16000
