@@ -7,10 +7,15 @@ whose largest averaged epoch is the paper's "convergence epoch").
 
     python scripts/results_table.py --exp-dir exp/en-de --variants fbank,unit,gsgn,gsgn_drop \
         --splits tst-COMMON --out exp/en-de/results.md
+
+With several ``--exp-dir`` (the same variants trained with different seeds) the table has one
+BLEU and one convergence-epoch column per directory and their mean and sample standard
+deviation (a variant missing from a directory is left out of its mean and marked ``-``).
 """
 import argparse
 import glob
 import json
+import statistics
 from pathlib import Path
 from typing import List
 
@@ -39,15 +44,49 @@ def to_markdown(rows: List[dict], splits: List[str]) -> str:
     return "\n".join(lines + [""] + [f"sacreBLEU signature: `{s}`" for s in sigs]) + "\n"
 
 
+def _mean_sd(xs: List[float], fmt: str) -> str:
+    if not xs:
+        return "-"
+    if len(xs) == 1:
+        return format(xs[0], fmt)
+    return f"{format(statistics.mean(xs), fmt)} ± {format(statistics.stdev(xs), fmt)}"
+
+
+def to_markdown_seeds(runs: List[List[dict]], names: List[str], split: str) -> str:
+    """One row per variant: BLEU on ``split`` and convergence epoch per run, mean ± sd."""
+    head = ("| model | " + " | ".join(f"BLEU {n}" for n in names) + " | BLEU mean ± sd | "
+            + " | ".join(f"epoch {n}" for n in names) + " | epoch mean ± sd |")
+    lines = [head, "|" + "---|" * (2 * len(names) + 3)]
+    for i, r0 in enumerate(runs[0]):
+        bleus = [r[i][split]["bleu"] if r[i][split] else None for r in runs]
+        epochs = [r[i]["epoch"] for r in runs]
+        lines.append(f"| {r0['variant']} | " + " | ".join(f"{b:.2f}" if b is not None else "-" for b in bleus)
+                     + f" | {_mean_sd([b for b in bleus if b is not None], '.2f')} | "
+                     + " | ".join(str(e) if e is not None else "-" for e in epochs)
+                     + f" | {_mean_sd([e for e in epochs if e is not None], '.1f')} |")
+    sigs = sorted({r[i][split]["signature"] for r in runs for i in range(len(r)) if r[i][split]})
+    return "\n".join(lines + [""] + [f"sacreBLEU signature: `{s}`" for s in sigs]) + "\n"
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--exp-dir", type=Path, required=True)
+    p.add_argument("--exp-dir", type=Path, required=True, nargs="+",
+                   help="one recipe experiment directory, or several (seeds) for mean ± sd")
+    p.add_argument("--names", help="comma-separated column names of the --exp-dir's (default: their names)")
     p.add_argument("--variants", required=True)
     p.add_argument("--splits", default="tst-COMMON")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     splits = args.splits.split(",")
-    table = to_markdown(collect(args.exp_dir, args.variants.split(","), splits), splits)
+    variants = args.variants.split(",")
+    if len(args.exp_dir) == 1:
+        table = to_markdown(collect(args.exp_dir[0], variants, splits), splits)
+    else:
+        names = args.names.split(",") if args.names else [d.name for d in args.exp_dir]
+        if len(names) != len(args.exp_dir) or len(splits) != 1:
+            p.error(f"several --exp-dir need one name each (got {len(names)} for {len(args.exp_dir)}) "
+                    f"and a single --splits (got {args.splits})")
+        table = to_markdown_seeds([collect(d, variants, splits) for d in args.exp_dir], names, splits[0])
     print(table)
     if args.out:
         args.out.write_text(table)

@@ -116,3 +116,20 @@ def test_convergence_speedup_from_logs(tmp_path):
     assert res["runs"]["gsgn_drop"] == {"best_bleu": 45.0, "epoch": 2, "wall": 40.0, "epoch_ratio": 2.0, "wall_ratio": 1.0}
     assert res["runs"]["unit"]["epoch"] is None and res["runs"]["unit"]["epoch_ratio"] is None
     assert "| unit | 39.00 | - |" in convergence.to_markdown(res, "fbank")
+
+
+def test_results_table_over_seeds(tmp_path):
+    import results_table
+
+    sig = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.5.1"
+    for seed, (bleu, epoch) in {"s1": (60.0, 12), "s2": (64.0, 15)}.items():
+        run = tmp_path / seed / "fbank"
+        run.mkdir(parents=True)
+        (run / "bleu-tst-COMMON.json").write_text(json.dumps({"bleu": bleu, "signature": sig}))
+        (run / "checkpoint_avg5.pt.json").write_text(json.dumps({"convergence_epoch": epoch}))
+    runs = [results_table.collect(tmp_path / s, ["fbank", "gsgn"], ["tst-COMMON"]) for s in ("s1", "s2")]
+    table = results_table.to_markdown_seeds(runs, ["seed 1", "seed 2"], "tst-COMMON")
+    # mean 62, sample sd sqrt(((60-62)^2 + (64-62)^2) / 1) = 2.83; epochs 13.5 ± 2.1
+    assert "| fbank | 60.00 | 64.00 | 62.00 ± 2.83 | 12 | 15 | 13.5 ± 2.1 |" in table
+    assert "| gsgn | - | - | - | - | - | - |" in table
+    assert sig in table

@@ -26,8 +26,9 @@ set -euo pipefail
 log() { echo "[$(date '+%Y-%m-%d %H:%M:%S')] (${BASH_SOURCE[0]##*/}:${BASH_LINENO[0]}) $*"; }
 
 ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+# PY (the Python with fairseq) and BIN (where fairseq-train/-generate are) may come from the environment.
 PY=${PY:-$ROOT_DIR/.venv/bin/python}
-BIN=$(dirname "$PY")
+BIN=${BIN:-$(dirname "$PY")}
 
 # ---- options (override with --name value) ----
 stage=0

@@ -8,9 +8,12 @@
 #   figures: learning curves, gradient conflict, gate means -> docs/figures/
 # and writes every table into docs/RESULTS.md.
 #
-#   scripts/recipes/toy/run_study.sh [--parallel 2] [--with-noise]
+#   scripts/recipes/toy/run_study.sh [--parallel 2] [--with-noise] [--seeds 1,2]
 #
 # --with-noise adds the Table II runs (noise_sum, noise_replace): two more trainings.
+# --seeds trains every variant once per seed (seed 1 in exp/toy_demo, seed S in
+# exp/toy_demo_seedS) and adds a table of per-seed BLEU and convergence epoch with their mean
+# and standard deviation; robustness, figures and the single-seed tables use seed 1.
 # It shares data, settings and the experiment directory with run_demo.sh (toy_flags.sh), so
 # runs the demo finished are reused, and a rerun resumes (the recipe's .done markers).
 # With --parallel N, N recipe processes train different variants side by side, one thread each.
@@ -24,14 +27,19 @@ source scripts/recipes/toy/toy_flags.sh
 
 parallel=1
 noise=0
+seeds=1
 while [ $# -gt 0 ]; do
   case $1 in
     --parallel) parallel=$2; shift 2 ;;
     --with-noise) noise=1; shift ;;
+    --seeds) seeds=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 1 ;;
   esac
 done
 data=$TOY_DATA; exp=$TOY_EXP
+IFS=, read -r -a seed_list <<< "$seeds"
+[ "${seed_list[0]}" = 1 ] || { echo "--seeds must start with 1 (the seed of the demo's runs), got $seeds" >&2; exit 1; }
+seed_exp() { if [ "$1" = 1 ]; then echo "$exp"; else echo "${exp}_seed$1"; fi; }
 variants=(fbank gsgn_drop unit gsgn concat)
 [ $noise = 1 ] && variants+=(noise_sum noise_replace)
 
@@ -40,18 +48,21 @@ $PY scripts/make_toy_corpus.py --out "$data" --pairs de
 scripts/recipes/must_c/run.sh $(toy_recipe_flags "$data" "$exp" "$TOY_MAX_EPOCH" "$TOY_N_AVG") \
   --msd-schedule "$TOY_SCHEDULE" --stage 0 --stop-stage 1
 
-log "training ${variants[*]} ($parallel at a time)"
+log "training ${variants[*]} with seeds ${seed_list[*]} ($parallel at a time)"
+jobs=()  # seed:variant, seed-major so seed 1 finishes first
+for s in "${seed_list[@]}"; do for v in "${variants[@]}"; do jobs+=("$s:$v"); done; done
 pids=()
 for ((w = 0; w < parallel; w++)); do
-  mine=()
-  for ((i = w; i < ${#variants[@]}; i += parallel)); do mine+=("${variants[$i]}"); done
-  list=$(IFS=,; echo "${mine[*]}")
   threads=$(( $(nproc) / parallel )); [ "$threads" -ge 1 ] || threads=1
-  # shellcheck disable=SC2046
-  OMP_NUM_THREADS=$threads scripts/recipes/must_c/run.sh \
-    $(toy_recipe_flags "$data" "$exp" "$TOY_MAX_EPOCH" "$TOY_N_AVG") \
-    --msd-schedule "$TOY_SCHEDULE" --variants "$list" --stage 2 --stop-stage 4 \
-    > "$exp/study_worker$w.log" 2>&1 &
+  (
+    for ((i = w; i < ${#jobs[@]}; i += parallel)); do
+      s=${jobs[$i]%%:*}; v=${jobs[$i]#*:}
+      # shellcheck disable=SC2046
+      OMP_NUM_THREADS=$threads scripts/recipes/must_c/run.sh \
+        $(toy_recipe_flags "$data" "$(seed_exp "$s")" "$TOY_MAX_EPOCH" "$TOY_N_AVG") \
+        --msd-schedule "$TOY_SCHEDULE" --seed "$s" --variants "$v" --stage 2 --stop-stage 4
+    done
+  ) > "$exp/study_worker$w.log" 2>&1 &
   pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p"; done
@@ -87,7 +98,22 @@ $PY scripts/convergence.py --baseline "fbank=$exp/fbank/train.log" \
   --runs $(printf '%s ' "${logs[@]:1}") --out "$exp/convergence.md"
 $PY scripts/plot_training.py --out-dir docs/figures --logs "${logs[@]}"
 
+if [ ${#seed_list[@]} -gt 1 ]; then
+  dirs=(); for s in "${seed_list[@]}"; do dirs+=("$(seed_exp "$s")"); done
+  $PY scripts/results_table.py --exp-dir "${dirs[@]}" --names "$(printf 'seed %s,' "${seed_list[@]}" | sed 's/,$//')" \
+    --variants "$(IFS=,; echo "${variants[*]}")" --out "$exp/seeds.md"
+  for s in "${seed_list[@]:1}"; do
+    d=$(seed_exp "$s"); slogs=()
+    for v in "${variants[@]}"; do slogs+=("$v=$d/$v/train.log"); done
+    $PY scripts/convergence.py --baseline "fbank=$d/fbank/train.log" --runs $(printf '%s ' "${slogs[@]:1}") \
+      --out "$d/convergence.md"
+    { echo; echo "Convergence, seed $s:"; echo; cat "$d/convergence.md"; } >> "$exp/seeds.md"
+  done
+  tables+=("Seeds:seeds")
+fi
+
 suffix=""; [ $noise = 1 ] && suffix=" --with-noise"
+[ ${#seed_list[@]} -gt 1 ] && suffix="$suffix --seeds $seeds"
 cmd="scripts/recipes/toy/run_study.sh --parallel $parallel$suffix"
 for t in "${tables[@]}"; do
   $PY scripts/update_results.py --section "Toy study: ${t%%:*}" --table "$exp/${t##*:}.md" \
