@@ -5,4 +5,5 @@ relative so the plugin registers once whether it is reached through ``--user-dir
 installed ``import gsgn_fairseq``.
 """
 from . import checkpoint_compat  # noqa: F401  (must run before fairseq loads checkpoints)
+from . import bf16_cuda  # noqa: F401  (fairseq 0.12 takes --bf16 for a TPU)
 from . import criterions, models, tasks  # noqa: F401

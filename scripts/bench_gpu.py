@@ -172,8 +172,16 @@ def main(argv=None):
                 "extract_s (all splits, process start to units.zip)": round(t_ext, 1),
                 "audio_hours": round(h, 3), "extract_x_realtime": round(h * 3600 / t_ext, 1)}
 
+    def mfcc_units():
+        meta = data / "units.json"
+        if not (meta.exists() and json.loads(meta.read_text()).get("source") == "mfcc"):
+            b.run([PY, "scripts/extract_units.py", "--data-root", root, "--tgt-lang", "de", "--feature", "mfcc",
+                   "--km-model", a.km_mfcc], "extract_units mfcc")
+
     def train():
         res = {}
+        if not (data / "units.json").exists():  # the hubert section was skipped
+            mfcc_units()
         arch = "s2t_gsgn_tiny" if a.smoke else "s2t_gsgn"
         updates = 6 if a.smoke else a.train_updates
         k = json.loads((data / "units.json").read_text())["n_clusters"]
@@ -238,8 +246,7 @@ def main(argv=None):
                 "peak_mem": {k: v.get("memory") for k, v in r["modes"].items()}}
 
     def toy():
-        b.run([PY, "scripts/extract_units.py", "--data-root", root, "--tgt-lang", "de", "--feature", "mfcc",
-               "--km-model", a.km_mfcc], "extract_units mfcc")
+        mfcc_units()
         exp = a.work / "exp_toy"
         variants = ["fbank", "unit", "gsgn", "gsgn_drop"]
         env = {"PY": PY, "BIN": str(bin_dir), "OMP_NUM_THREADS": str(max(1, a.jobs // 4))}
@@ -266,7 +273,7 @@ def main(argv=None):
             if rc:
                 failed.append(f"{v}: {rc}")
         wall = time.time() - t
-        res = {"variants_wall_s": round(wall, 1), "failed": failed}
+        res = {"variants_wall_s": round(wall, 1), "failed": failed, "epochs": a.toy_epochs}
         done = [v for v in variants if (exp / ".done" / f"decode.{v}").exists()]
         if done:
             subprocess.run([PY, "scripts/results_table.py", "--exp-dir", exp, "--variants", ",".join(done),
