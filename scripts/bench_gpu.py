@@ -213,11 +213,15 @@ def main(argv=None):
             if len(rows) < 3:
                 raise RuntimeError(f"train {name}: only {len(rows)} train_inner lines in {log}")
             # seconds per update from fairseq's per-interval `ups` (its `wall` is whole seconds),
-            # skipping the first interval (warm-up, CUDA init)
+            # over the intervals after the first 30% of updates: the first ones run at a fraction
+            # of the speed while CUDA picks kernels and the data loader starts
+            start = int(0.3 * updates)
             ups = [(int(r1["num_updates"]) - int(r0["num_updates"]), float(r1["ups"]))
-                   for r0, r1 in zip(rows, rows[1:])]
+                   for r0, r1 in zip(rows, rows[1:]) if int(r0["num_updates"]) >= start]
+            if not ups:
+                raise RuntimeError(f"train {name}: no log interval after update {start} in {log}")
             s_per_up = sum(n / u for n, u in ups) / sum(n for n, _ in ups)
-            bsz = statistics.mean(float(r["bsz"]) for r in rows[1:])
+            bsz = statistics.mean(float(r["bsz"]) for r in rows if int(r["num_updates"]) > start)
             utt_s = bsz / s_per_up
             res[name] = {"s_per_update": round(s_per_up, 4), "utterances_per_update": round(bsz, 1),
                          "audio_h_per_h": round(utt_s * tr_h * 3600 / n_utt, 0),
@@ -228,7 +232,7 @@ def main(argv=None):
             res[name]["ratio_to_fbank"] = round(res[name]["s_per_update"] / base, 3)
         res["arch"] = arch
         res["note"] = (f"{updates} updates of the toy train split (mean utterance "
-                       f"{tr_h * 3600 / n_utt:.1f} s), timed from update {rows[0]['num_updates']}")
+                       f"{tr_h * 3600 / n_utt:.1f} s), timed from update {start}")
         return res
 
     def bench():
