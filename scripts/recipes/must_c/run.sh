@@ -17,6 +17,8 @@
 #   5 table    $EXP/results.md
 # A finished stage leaves $EXP/.done/<stage>[.<variant>]; rerunning skips it.
 #
+# Precision: --precision auto trains in bf16 on a GPU that supports it (fp16 on older ones, fp32
+# on CPU); the plugin keeps fairseq 0.12's --bf16 on the GPU (gsgn_fairseq/bf16_cuda.py).
 # Multi-GPU: fairseq uses every visible GPU by default; pass fairseq's own flags through
 # --train-extra, e.g. --train-extra "--distributed-world-size 4 --update-freq 2", or run
 # under torchrun with --train-extra "--distributed-port 12345". Effective batch =
@@ -65,6 +67,7 @@ num_workers=2
 ctc_weight=0             # > 0: CTC over the source transcript on the acoustic encoder
 eval_bleu=0              # 1: greedy dev BLEU after every epoch (logged as valid_bleu)
 keep_last_epochs=1       # -1 keeps every epoch checkpoint
+precision=auto           # auto (bf16 on a GPU that has it, else fp16 on a GPU, fp32 on CPU) | bf16 | fp16 | fp32
 train_extra=""
 test_splits=""
 
@@ -143,12 +146,20 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ] && ! is_done units; then
   done_mark units
 fi
 
+case $precision in
+  auto) precision=$("$PY" -c "import torch; c = torch.cuda.is_available(); print('fp32' if not c else 'bf16' if torch.cuda.is_bf16_supported() else 'fp16')") ;;
+  bf16|fp16|fp32) ;;
+  *) echo "--precision must be auto, bf16, fp16 or fp32, got '$precision'" >&2; exit 1 ;;
+esac
+precision_flags=()
+[ "$precision" = fp32 ] || precision_flags=("--$precision")
+
 IFS=, read -r -a variant_list <<< "$variants"
 for v in "${variant_list[@]}"; do
   flags=$(variant_flags "$v")
   run=$exp/$v
   if [ $stage -le 2 ] && [ $stop_stage -ge 2 ] && ! is_done "train.$v"; then
-    log "stage 2: train $v ($arch)"
+    log "stage 2: train $v ($arch, $precision)"
     mkdir -p "$run"
     bleu_flags=()
     ctc_flags=()
@@ -162,7 +173,7 @@ for v in "${variant_list[@]}"; do
       --optimizer adam --adam-betas '(0.9, 0.98)' --lr "$lr" --lr-scheduler inverse_sqrt \
       --warmup-updates "$warmup" --clip-norm 10.0 --max-tokens "$max_tokens" --update-freq "$update_freq" \
       --max-epoch "$max_epoch" --patience "$patience" --seed "$seed" --num-workers "$num_workers" \
-      --save-dir "$run" --keep-best-checkpoints "$n_avg" --keep-last-epochs "$keep_last_epochs" "${bleu_flags[@]}" "${ctc_flags[@]}" \
+      --save-dir "$run" --keep-best-checkpoints "$n_avg" --keep-last-epochs "$keep_last_epochs" "${bleu_flags[@]}" "${ctc_flags[@]}" "${precision_flags[@]}" \
       --log-format json --log-interval 50 --tensorboard-logdir "$run/tensorboard" \
       --skip-invalid-size-inputs-valid-test $train_extra 2>&1 | tee -a "$run/train.log"
     done_mark "train.$v"
