@@ -66,7 +66,7 @@ from gsgn_fairseq.data.mustc import (  # noqa: E402
     SAMPLE_RATE, SPLITS, DataError, Segment, available_splits, cut_segment, load_segments, pair_dir,
     read_wav,
 )
-from gsgn_fairseq.data.zip_store import write_npy_zip, zip_manifest  # noqa: E402
+from gsgn_fairseq.data.zip_store import npy_shape, write_npy_zip, zip_manifest  # noqa: E402
 
 N_MEL_BINS = 80
 WINDOW = 400  # samples in one 25 ms Kaldi window: shorter audio has no frame
@@ -209,15 +209,18 @@ def _assemble(pdir: Path, jobs_by_split: Dict[str, List[TalkJob]]) -> Dict[str, 
             rows[split] = []
             filtered = stats.setdefault(split, {"segments": 0, "kept": 0, "filtered": {}})["filtered"]
             for job in tqdm(jobs, desc=f"zip {split}", unit="talk"):
-                with np.load(job.cache) as z:
+                # the cache is np.savez's stored zip: copy each member's .npy bytes as they are
+                # (the bytes np.save gives), reading only the header for the frame count
+                with zipfile.ZipFile(job.cache) as z:
                     for seg in job.segments:
-                        feats = z[seg.id]
-                        reason = filter_reason(seg, len(feats), split == "train")
+                        feats = z.read(f"{seg.id}.npy")
+                        (n_frames, *_), _ = npy_shape(feats)
+                        reason = filter_reason(seg, n_frames, split == "train")
                         if reason:
                             filtered[reason] = filtered.get(reason, 0) + 1
                             continue
                         rows[split].append({
-                            "id": seg.id, "audio": None, "n_frames": len(feats), "tgt_text": seg.tgt_text,
+                            "id": seg.id, "audio": None, "n_frames": n_frames, "tgt_text": seg.tgt_text,
                             "speaker": seg.speaker, "src_text": seg.src_text,
                         })
                         yield seg.id, feats

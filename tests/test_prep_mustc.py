@@ -306,3 +306,34 @@ def test_split_subset(tmp_path):
     prep_mustc.prep_pair(root, "de", vocab_size=50, splits=["train"])
     assert not (root / "en-de/dev_st.tsv").exists()  # it would point into the old zip
     assert [r["id"] for r in read_tsv(root / "en-de/train_st.tsv")] == ["ted_1000_0", "ted_1000_1"]
+
+
+def test_fast_segment_yaml_equals_pyyaml():
+    import yaml
+
+    from gsgn_fairseq.data.mustc import fast_segment_entries
+
+    text = ("- {duration: 3.500000, offset: 16.730000, rw: 1.000000, speaker_id: spk.1, wav: ted_1.wav}\n"
+            "- {duration: 1.32, offset: 0.67, speaker_id: spk_08, wav: talk_train_0000.wav}\n"
+            "- {duration: 2, offset: 10, speaker_id: 7, wav: ted_1.wav}\n")
+    fast, slow = fast_segment_entries(text), yaml.safe_load(text)
+    assert len(fast) == len(slow) == 3
+    for f, s in zip(fast, slow):
+        assert (float(f["offset"]), float(f["duration"]), f["wav"], f["speaker_id"]) == (
+            float(s["offset"]), float(s["duration"]), s["wav"], str(s["speaker_id"]))
+
+
+@pytest.mark.parametrize("line", [
+    "- {duration: 1.0, offset: 0.5, speaker_id: 'spk 1', wav: a.wav}",   # quoted
+    "- {duration: 1.0, offset: 0.5, speaker_id: yes, wav: a.wav}",       # YAML boolean
+    "- {duration: 1.0, offset: 0.5, speaker_id: 01, wav: a.wav}",        # YAML int 1
+    "- {duration: -1.0, offset: 0.5, speaker_id: s, wav: a.wav}",        # sign
+    "- {duration: 1e3, offset: 0.5, speaker_id: s, wav: a.wav}",         # exponent
+    "- {duration: 1.0, offset: 0.5, speaker_id: 1.50, wav: a.wav}",      # YAML float 1.5
+    "- duration: 1.0",                                                   # block style
+    "- {duration: 1.0, duration: 2.0, wav: a.wav}",                      # repeated key
+])
+def test_fast_segment_yaml_leaves_other_forms_to_pyyaml(line):
+    from gsgn_fairseq.data.mustc import fast_segment_entries
+
+    assert fast_segment_entries(line + "\n") is None

@@ -8,10 +8,11 @@
 Utterance ids follow fairseq's MuST-C preparation: ``{talk}_{i}`` with ``i`` the segment's
 index within its talk, in yaml order (after sorting a talk's segments by offset).
 """
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import soundfile as sf
@@ -47,6 +48,45 @@ def available_splits(root: Path, tgt_lang: str) -> List[str]:
     return [s for s in SPLITS if (base / s / "txt" / f"{s}.yaml").is_file()]
 
 
+_FLOW_LINE = re.compile(r"- \{(.*)\}[ \t]*")
+_WORD = re.compile(r"[A-Za-z_][\w.\-/]*")
+_NUMBER = re.compile(r"(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")  # no sign, exponent or leading zero
+_STR_KEYS = ("speaker_id", "wav")  # read as strings: a YAML float there would print differently
+# plain words YAML (1.1, PyYAML) reads as booleans or null rather than strings
+_NOT_STR = {"y", "n", "yes", "no", "true", "false", "on", "off", "null", "nan", "inf"}
+
+
+def fast_segment_entries(text: str) -> Optional[List[dict]]:
+    """MuST-C's segment YAML (``- {duration: 3.5, offset: 16.73, ..., wav: ted_1.wav}`` per
+    line) as dicts of strings, or None when any line is not in that simple form.
+
+    For the keys ``load_segments`` reads, the result equals PyYAML's after ``float`` /
+    ``str``: numbers are plain decimals and words start with a letter or ``_`` and are not
+    YAML booleans or null (anything else falls back to the YAML parser). Parsing the YAML
+    itself takes longer than the rest of a small corpus' preparation.
+    """
+    entries = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        m = _FLOW_LINE.fullmatch(line)
+        if m is None:
+            return None
+        entry = {}
+        for item in m.group(1).split(", "):
+            key, sep, value = item.partition(": ")
+            if not sep or not _WORD.fullmatch(key) or key in entry:
+                return None
+            if _WORD.fullmatch(value):
+                if value.lower() in _NOT_STR:
+                    return None
+            elif not _NUMBER.fullmatch(value) or (key in _STR_KEYS and "." in value):
+                return None
+            entry[key] = value
+        entries.append(entry)
+    return entries
+
+
 def load_segments(root: Path, tgt_lang: str, split: str) -> Dict[str, List[Segment]]:
     """Read one split's segments, grouped by talk (wav stem), in a deterministic order."""
     base = pair_dir(root, tgt_lang) / "data" / split
@@ -54,8 +94,10 @@ def load_segments(root: Path, tgt_lang: str, split: str) -> Dict[str, List[Segme
     yaml_path = txt / f"{split}.yaml"
     if not yaml_path.is_file():
         raise FileNotFoundError(f"segment list not found: {yaml_path}")
-    with open(yaml_path, encoding="utf-8") as f:
-        entries = yaml.load(f, Loader=yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader)
+    text = yaml_path.read_text(encoding="utf-8")
+    entries = fast_segment_entries(text)
+    if entries is None:  # anything but MuST-C's one-flow-mapping-per-line layout
+        entries = yaml.load(text, Loader=yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader)
     if not isinstance(entries, list):
         raise DataError(f"{yaml_path}: expected a list of segments, got {type(entries).__name__}")
     texts = {}

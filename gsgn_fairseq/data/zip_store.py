@@ -4,12 +4,13 @@ fairseq's ``audio_utils.get_features_or_waveform`` reads ``path.zip:offset:lengt
 seeking into the raw zip file, so members must be STORED (not deflated) and the offset must
 point at the member's bytes, past its local header.
 """
+import ast
 import io
 import os
 import struct
 import zipfile
 from pathlib import Path
-from typing import Dict, Iterable, Tuple
+from typing import Dict, Iterable, Tuple, Union
 
 import numpy as np
 
@@ -22,8 +23,22 @@ def array_to_npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_npy_zip(path: Path, items: Iterable[Tuple[str, np.ndarray]]) -> None:
-    """Write ``{name}.npy`` members (stored) to ``path`` atomically (tmp file + rename)."""
+def npy_shape(data: bytes) -> Tuple[Tuple[int, ...], str]:
+    """``(shape, dtype descr)`` from the header of ``.npy`` bytes, without reading the array."""
+    if data[:6] != b"\x93NUMPY":
+        raise ValueError("not .npy bytes (no magic string)")
+    major = data[6]
+    size_len = 2 if major == 1 else 4
+    header_len = int.from_bytes(data[8 : 8 + size_len], "little")
+    header = ast.literal_eval(data[8 + size_len : 8 + size_len + header_len].decode("latin1"))
+    return tuple(header["shape"]), header["descr"]
+
+
+def write_npy_zip(path: Path, items: Iterable[Tuple[str, Union[np.ndarray, bytes]]]) -> None:
+    """Write ``{name}.npy`` members (stored) to ``path`` atomically (tmp file + rename).
+
+    An item may be an array or the ``.npy`` bytes of one (copied as they are, e.g. from a
+    cache written with ``np.savez``: the same bytes ``np.save`` gives)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
@@ -31,7 +46,7 @@ def write_npy_zip(path: Path, items: Iterable[Tuple[str, np.ndarray]]) -> None:
             # fixed timestamp and mode: the same items give the same bytes on every run
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
-            z.writestr(info, array_to_npy_bytes(array))
+            z.writestr(info, array if isinstance(array, bytes) else array_to_npy_bytes(array))
     os.replace(tmp, path)
 
 
