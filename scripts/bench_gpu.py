@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -264,14 +265,16 @@ def main(argv=None):
         for v in variants:
             f = open(a.work / f"toy_{v}.log", "w")
             cmd = f"scripts/recipes/must_c/run.sh {flags} --variants {v} --stage 2 --stop-stage 4"
+            # a session of its own, so that a time-out stops fairseq-train too, not only the shell
             procs.append((v, f, subprocess.Popen(["bash", "-c", cmd], stdout=f, stderr=subprocess.STDOUT,
-                                                 env={**os.environ, **env}, cwd=ROOT)))
+                                                 env={**os.environ, **env}, cwd=ROOT, start_new_session=True)))
         failed = []
         for v, f, proc in procs:
             try:
                 rc = proc.wait(timeout=max(1, b.left() - 25))
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
                 rc = "timeout"
             f.close()
             if rc:
