@@ -2,11 +2,13 @@
 """Pack a MuST-C-layout corpus small (Opus-in-Ogg audio), and unpack it back to 16-bit WAV.
 
 For moving the toy corpus to a machine that cannot generate it (no espeak-ng, no network),
-e.g. a GPU box with a small upload limit. The audio is lossy-compressed (Opus at libsndfile
-``compression_level`` 0.97, about 10 kbit/s, ~20x smaller than WAV); the sample count of
-every talk is kept exactly, so the segment offsets of the YAML files stay valid. Features
-computed from unpacked audio differ slightly from those of the original, so results on an
-unpacked corpus are comparable with each other, not bit-for-bit with the original's.
+e.g. a GPU box with a small upload limit. The audio is lossy-compressed: Opus at libsndfile
+``--level`` 0.97 by default, about 13 kbit/s and ~20x smaller than WAV. Lower levels give
+higher bitrates: 0.9 is about 30 kbit/s, ~8x smaller. The sample count of every talk is
+kept exactly, so the segment offsets of the YAML files stay valid. Features computed from
+unpacked audio differ from those of the original. At the default level FBank-only models
+learn much more slowly on the toy corpus (docs/RESULTS.md), so use it for timing and a
+lower level for BLEU.
 
     python scripts/pack_corpus.py pack --src data/toy --dst /tmp/toy_packed --pairs de
     python scripts/pack_corpus.py unpack --src /tmp/toy_packed --dst data/toy_gpu
@@ -17,6 +19,7 @@ Both directions skip files whose output already exists (resumable) and write ato
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
@@ -55,7 +58,7 @@ def decode_talk(ogg: Path, wav: Path) -> None:
     os.replace(tmp, wav)
 
 
-def _jobs(src: Path, dst: Path, pack: bool, pairs: list[str] | None):
+def _jobs(src: Path, dst: Path, pack: bool, pairs: list[str] | None, level: float = OPUS_LEVEL):
     """(function, input, output) for every file of the corpus."""
     todo = []
     for pair_dir in sorted(src.glob("en-*")):
@@ -69,7 +72,7 @@ def _jobs(src: Path, dst: Path, pack: bool, pairs: list[str] | None):
                 continue
             rel = f.relative_to(src)
             if pack and f.suffix == ".wav":
-                todo.append((encode_talk, f, dst / rel.with_suffix(".ogg")))
+                todo.append((functools.partial(encode_talk, level=level), f, dst / rel.with_suffix(".ogg")))
             elif not pack and f.suffix == ".ogg":
                 todo.append((decode_talk, f, dst / rel.with_suffix(".wav")))
             elif f.suffix not in (".wav", ".ogg"):
@@ -86,9 +89,12 @@ def _run(job):
         fn(a, b)
 
 
-def convert(src: Path, dst: Path, pack: bool, pairs: list[str] | None = None, jobs: int = 1) -> int:
+def convert(src: Path, dst: Path, pack: bool, pairs: list[str] | None = None, jobs: int = 1,
+            level: float = OPUS_LEVEL) -> int:
     """Pack (WAV -> Opus) or unpack (Opus -> WAV) a corpus; returns the number of files."""
-    todo = _jobs(Path(src), Path(dst), pack, pairs)
+    if not 0.0 <= level <= 1.0:
+        raise ValueError(f"--level must be in [0, 1] (libsndfile's compression level), got {level}")
+    todo = _jobs(Path(src), Path(dst), pack, pairs, level)
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
@@ -107,8 +113,10 @@ def main(argv=None):
     p.add_argument("--dst", type=Path, required=True)
     p.add_argument("--pairs", nargs="+", help="target languages to take (default: all)")
     p.add_argument("--jobs", type=int, default=os.cpu_count())
+    p.add_argument("--level", type=float, default=OPUS_LEVEL,
+                   help="Opus compression level in [0, 1]: higher is smaller and lossier")
     a = p.parse_args(argv)
-    n = convert(a.src, a.dst, a.direction == "pack", a.pairs, a.jobs)
+    n = convert(a.src, a.dst, a.direction == "pack", a.pairs, a.jobs, a.level)
     print(f"{a.direction}: {n} files -> {a.dst}")
 
 

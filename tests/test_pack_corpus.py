@@ -45,3 +45,14 @@ def test_pack_names_a_corpus_without_release_layout(tmp_path):
     (tmp_path / "src" / "en-de").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="en-de/data"):
         pack_corpus.convert(tmp_path / "src", tmp_path / "out", pack=True)
+
+
+def test_pack_level_trades_size_for_fidelity(tmp_path):
+    src = make_tiny_mustc(tmp_path / "src", n_talks=1, segs_per_talk=2, splits=("dev",))
+    sizes = {}
+    for level in (0.5, 0.97):
+        pack_corpus.convert(src, tmp_path / f"p{level}", pack=True, jobs=1, level=level)
+        sizes[level] = sum(f.stat().st_size for f in (tmp_path / f"p{level}").rglob("*.ogg"))
+    assert sizes[0.5] > 2 * sizes[0.97]
+    with pytest.raises(ValueError, match="--level must be in"):
+        pack_corpus.convert(src, tmp_path / "bad", pack=True, level=1.5)
