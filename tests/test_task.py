@@ -187,3 +187,25 @@ def test_train_step_tells_the_criterion_the_update(data_dir, monkeypatch):
 def test_source_dictionary_stays_none_for_fairseq_generate(data_dir):
     task, _ = setup(data_dir)
     assert task.source_dictionary is None and len(task.transcript_dictionary) > 4
+
+
+def test_units_come_from_the_data_dir_not_an_old_audio_root(data_dir, tmp_path):
+    """A copied data dir whose audio_root still names the original reads its own units."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(data_dir, copy)
+    rows = read_tsv(copy / "valid.tsv")
+    new = {r["id"]: np.full_like(read_npy_ref(copy, r["units"]), 7) for r in rows}
+    items = [(r["id"], new.get(r["id"], read_npy_ref(copy, r["units"]))) for r in read_tsv(copy / "train.tsv") + rows]
+    write_npy_zip(copy / "units.zip", items)  # same member layout: refs unchanged
+    refs = zip_manifest(copy / "units.zip")
+    assert all(refs[r["id"]] == r["units"] for r in rows)
+    config = yaml.safe_load(open(copy / "config_st.yaml"))
+    assert config["audio_root"] == str(data_dir.resolve())  # still the original's
+    task, _ = setup(copy)
+    task.load_dataset("valid")
+    item = task.datasets["valid"][0]
+    assert torch.equal(item.units, torch.full_like(item.units, 7))
+    # FBank still comes from audio_root, as fairseq reads it
+    assert task.datasets["valid"].audio_paths[0].startswith(str(data_dir.resolve()))

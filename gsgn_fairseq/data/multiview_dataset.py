@@ -2,10 +2,14 @@
 
 A manifest row has the usual columns ``id audio n_frames tgt_text speaker src_text`` plus
 ``units``, a reference to an int16 ``.npy`` of unit ids (one per 20 ms), normally
-``units.zip:offset:length``. Both ``audio`` and ``units`` are read with fairseq's
-``get_features_or_waveform`` relative to the data config's ``audio_root``; when that is empty
-we use the data directory (stock fairseq would use the working directory, which breaks
-``fairseq-generate`` run from elsewhere); absolute paths are used as they are.
+``units.zip:offset:length``. Both are read with fairseq's ``get_features_or_waveform``.
+``audio`` is relative to the data config's ``audio_root``; when that is empty we use the data
+directory (stock fairseq would use the working directory, which breaks ``fairseq-generate``
+run from elsewhere). ``units`` is relative to the data directory, where
+``scripts/extract_units.py`` writes ``units.zip`` beside the TSVs, and to ``audio_root`` only
+when the data directory lacks the file. A copied data directory with its own units then
+uses them, although its ``audio_root`` (absolute, as fairseq's prep writes it) still names
+the original. Absolute paths are used as they are.
 
 Checks, made when an utterance is loaded (the unit count is only known then) and raised as
 ``ValueError`` naming the utterance id:
@@ -97,6 +101,26 @@ def resolve_data_root(cfg: S2TDataConfig, data_dir: str) -> Path:
     if not root.is_absolute() and not root.exists() and (Path(data_dir) / root).exists():
         return Path(data_dir) / root
     return root
+
+
+def resolve_units_paths(refs: List[str], data_dir: str, audio_root: Path) -> List[str]:
+    """``get_features_or_waveform`` paths of ``units`` references (see the module docstring):
+    a relative file is taken from the data directory when it is there, else from ``audio_root``."""
+    roots = {}
+    paths = []
+    for ref in refs:
+        file = ref.split(":", 1)[0]
+        if Path(file).is_absolute():
+            paths.append(ref)
+            continue
+        if file not in roots:
+            beside = Path(data_dir) / file
+            roots[file] = Path(data_dir) if beside.exists() else audio_root
+            if roots[file] != audio_root and (audio_root / file).exists() and \
+                    (audio_root / file).resolve() != beside.resolve():
+                logger.info("units from %s (beside the TSVs), not %s (audio_root)", beside, audio_root / file)
+        paths.append((roots[file] / ref).as_posix())
+    return paths
 
 
 class SpeechToTextMultiviewDataset(SpeechToTextDataset):
@@ -257,7 +281,7 @@ class SpeechToTextMultiviewDatasetCreator(SpeechToTextDatasetCreator):
             pre_tokenizer=pre_tokenizer,
             bpe_tokenizer=bpe_tokenizer,
             speaker_to_id=speaker_to_id,
-            units_paths=[(root / s[cls.KEY_UNITS]).as_posix() for s in samples],
+            units_paths=resolve_units_paths([s[cls.KEY_UNITS] for s in samples], data_dir, root),
             num_units=num_units,
             alignment=alignment,
             src_dict=src_dict,
