@@ -43,6 +43,10 @@ import tarfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_prep import audio_seconds  # noqa: E402
+from plot_training import parse_log  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 T0 = time.time()
@@ -94,23 +98,9 @@ class Bench:
 
 
 def audio_hours(data: Path, splits=None) -> float:
-    """Summed duration of the TSV rows (n_frames are 10 ms fbank frames)."""
-    total = 0
-    for tsv in sorted(data.glob("*_st.tsv")):
-        if splits and tsv.name[: -len("_st.tsv")] not in splits:
-            continue
-        lines = tsv.read_text().splitlines()
-        col = lines[0].split("\t").index("n_frames")
-        total += sum(int(line.split("\t")[col]) for line in lines[1:])
-    return total / 100 / 3600
-
-
-def train_inner(log: Path) -> list:
-    rows = []
-    for line in log.read_text().splitlines():
-        if "| train_inner |" in line:
-            rows.append(json.loads(line.split("| train_inner | ", 1)[1]))
-    return rows
+    """Summed duration of the prepared segments of ``splits`` (default: every ``*_st.tsv``)."""
+    splits = splits or sorted(t.name[: -len("_st.tsv")] for t in data.glob("*_st.tsv"))
+    return audio_seconds(data, splits) / 3600
 
 
 def main(argv=None):
@@ -210,7 +200,7 @@ def main(argv=None):
                 cmd.append("--bf16")
             log.unlink(missing_ok=True)
             wall = b.run(cmd, f"train {name}", log=log)
-            rows = train_inner(log)
+            rows = parse_log(log)["train_inner"]
             if len(rows) < 3:
                 raise RuntimeError(f"train {name}: only {len(rows)} train_inner lines in {log}")
             # seconds per update from fairseq's per-interval `ups` (its `wall` is whole seconds),

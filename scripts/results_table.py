@@ -40,6 +40,11 @@ def to_markdown(rows: List[dict], splits: List[str]) -> str:
     for r in rows:
         cells = [f"{r[s]['bleu']:.2f}" if r[s] else "-" for s in splits]
         lines.append(f"| {r['variant']} | " + " | ".join(cells) + f" | {r['epoch'] if r['epoch'] is not None else '-'} |")
+    return _with_signatures(lines, rows, splits)
+
+
+def _with_signatures(lines: List[str], rows: List[dict], splits: List[str]) -> str:
+    """The table's lines, then one line per distinct sacreBLEU signature among ``rows``."""
     sigs = sorted({r[s]["signature"] for r in rows for s in splits if r[s]})
     return "\n".join(lines + [""] + [f"sacreBLEU signature: `{s}`" for s in sigs]) + "\n"
 
@@ -64,8 +69,7 @@ def to_markdown_seeds(runs: List[List[dict]], names: List[str], split: str) -> s
                      + f" | {_mean_sd([b for b in bleus if b is not None], '.2f')} | "
                      + " | ".join(str(e) if e is not None else "-" for e in epochs)
                      + f" | {_mean_sd([e for e in epochs if e is not None], '.1f')} |")
-    sigs = sorted({r[i][split]["signature"] for r in runs for i in range(len(r)) if r[i][split]})
-    return "\n".join(lines + [""] + [f"sacreBLEU signature: `{s}`" for s in sigs]) + "\n"
+    return _with_signatures(lines, [row for r in runs for row in r], [split])
 
 
 def main():

@@ -4,7 +4,6 @@ fairseq's ``audio_utils.get_features_or_waveform`` reads ``path.zip:offset:lengt
 seeking into the raw zip file, so members must be STORED (not deflated) and the offset must
 point at the member's bytes, past its local header.
 """
-import ast
 import io
 import os
 import struct
@@ -23,15 +22,14 @@ def array_to_npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def npy_shape(data: bytes) -> Tuple[Tuple[int, ...], str]:
-    """``(shape, dtype descr)`` from the header of ``.npy`` bytes, without reading the array."""
-    if data[:6] != b"\x93NUMPY":
-        raise ValueError("not .npy bytes (no magic string)")
-    major = data[6]
-    size_len = 2 if major == 1 else 4
-    header_len = int.from_bytes(data[8 : 8 + size_len], "little")
-    header = ast.literal_eval(data[8 + size_len : 8 + size_len + header_len].decode("latin1"))
-    return tuple(header["shape"]), header["descr"]
+def npy_shape(data: bytes) -> Tuple[Tuple[int, ...], np.dtype]:
+    """``(shape, dtype)`` from the header of ``.npy`` bytes (numpy's header reader), without
+    reading the array."""
+    f = io.BytesIO(data)
+    major, _ = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read(f)
+    return shape, dtype
 
 
 def write_npy_zip(path: Path, items: Iterable[Tuple[str, Union[np.ndarray, bytes]]]) -> None:
