@@ -6,7 +6,11 @@ The candidates are the epoch checkpoints (``checkpoint{N}.pt``) and the
 fairseq save dir; duplicates of one update (``checkpoint_best.pt``, ``checkpoint_last.pt``,
 an epoch file and a best file of the same update) count once. Each candidate is ranked by the
 validation value fairseq stored in it (``extra_state["val_loss"]``, which holds whatever
-``--best-checkpoint-metric`` measured: lower is better unless ``--maximize``).
+``--best-checkpoint-metric`` measured). The metric and its direction are read from the
+checkpoints' own configuration (``checkpoint.best_checkpoint_metric``,
+``maximize_best_checkpoint_metric``): loss is ranked lowest first, BLEU (trained with
+``--maximize-best-checkpoint-metric``) highest first. Candidates saved with different metrics
+are refused, and so is a ``--maximize`` / ``--minimize`` that contradicts the checkpoints.
 
 Parameters are averaged in float64 and cast back. The output keeps the first checkpoint's
 configuration (so ``fairseq-generate --path`` loads it) without the optimizer state, and a
@@ -23,7 +27,7 @@ import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 
@@ -39,6 +43,18 @@ class Candidate:
     epoch: int
     num_updates: int
     metric: float
+    metric_name: str = "loss"
+    maximize: bool = False
+
+
+def best_metric_of(state: dict) -> tuple:
+    """(metric name, maximize) that fairseq ranked this checkpoint's ``val_loss`` by."""
+    cfg = state.get("cfg") or {}
+    ckpt = cfg.get("checkpoint") if isinstance(cfg, dict) else None
+    if ckpt is None and state.get("args") is not None:  # pre-hydra checkpoints
+        ckpt = vars(state["args"])
+    ckpt = ckpt or {}
+    return str(ckpt.get("best_checkpoint_metric", "loss")), bool(ckpt.get("maximize_best_checkpoint_metric", False))
 
 
 def _load(path: Path) -> dict:
@@ -65,13 +81,30 @@ def list_candidates(save_dir: Path) -> List[Candidate]:
             continue
         epoch = completed_epoch(extra["train_iterator"])
         updates = int(state["optimizer_history"][-1]["num_updates"])
-        seen.setdefault(updates, Candidate(str(path), epoch, updates, float(metric)))
+        name, maximize = best_metric_of(state)
+        seen.setdefault(updates, Candidate(str(path), epoch, updates, float(metric), name, maximize))
     return list(seen.values())
 
 
-def select_best(candidates: List[Candidate], n: int, maximize: bool = False) -> List[Candidate]:
+def ranking(candidates: List[Candidate], maximize: Optional[bool] = None) -> tuple:
+    """(metric name, maximize) shared by all candidates; ``maximize`` (from the command line)
+    must agree with what the checkpoints were saved with."""
+    kinds = sorted({(c.metric_name, c.maximize) for c in candidates})
+    if len(kinds) > 1:
+        first = {k: next(c.path for c in candidates if (c.metric_name, c.maximize) == k) for k in kinds}
+        raise ValueError("checkpoints were ranked by different validation metrics: "
+                         + "; ".join(f"{p}: {n} ({'higher' if m else 'lower'} is better)" for (n, m), p in first.items()))
+    name, saved = kinds[0]
+    if maximize is not None and maximize != saved:
+        raise ValueError(f"{'--maximize' if maximize else '--minimize'} contradicts the checkpoints: they were saved "
+                         f"with --best-checkpoint-metric {name} ({'higher' if saved else 'lower'} is better)")
+    return name, saved
+
+
+def select_best(candidates: List[Candidate], n: int, maximize: Optional[bool] = None) -> List[Candidate]:
     if not candidates:
         raise ValueError("no checkpoints with a validation value to choose from")
+    _, maximize = ranking(candidates, maximize)
     ranked = sorted(candidates, key=lambda c: (-c.metric if maximize else c.metric, c.epoch))
     if len(ranked) < n:
         logger.warning(f"asked for {n} best checkpoints, only {len(ranked)} exist; averaging those")
@@ -106,7 +139,7 @@ def average_states(paths: List[str]) -> dict:
     return out
 
 
-def average_best(save_dir: Path, n: int, output: Path, maximize: bool = False) -> dict:
+def average_best(save_dir: Path, n: int, output: Path, maximize: Optional[bool] = None) -> dict:
     chosen = select_best(list_candidates(save_dir), n, maximize)
     state = average_states([c.path for c in chosen])
     output = Path(output)
@@ -117,7 +150,8 @@ def average_best(save_dir: Path, n: int, output: Path, maximize: bool = False) -
         "checkpoints": [asdict(c) for c in chosen],
         "epochs": sorted(c.epoch for c in chosen),
         "convergence_epoch": max(c.epoch for c in chosen),
-        "maximize": maximize,
+        "metric": chosen[0].metric_name,
+        "maximize": chosen[0].maximize,
     }
     with open(str(output) + ".json", "w") as f:
         json.dump(summary, f, indent=2)
@@ -129,11 +163,16 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--inputs", required=True, type=Path, help="fairseq --save-dir of one run")
     p.add_argument("--num-best-checkpoints", type=int, default=10)
-    p.add_argument("--maximize", action="store_true", help="higher validation value is better (e.g. BLEU)")
+    direction = p.add_mutually_exclusive_group()
+    direction.add_argument("--maximize", dest="maximize", action="store_const", const=True,
+                           help="assert that higher is better (default: what the checkpoints were saved with)")
+    direction.add_argument("--minimize", dest="maximize", action="store_const", const=False,
+                           help="assert that lower is better")
     p.add_argument("--output", required=True, type=Path)
     args = p.parse_args()
     summary = average_best(args.inputs, args.num_best_checkpoints, args.output, args.maximize)
-    logger.info(f"averaged epochs {summary['epochs']} -> {args.output} "
+    logger.info(f"best by {summary['metric']} ({'highest' if summary['maximize'] else 'lowest'} first): "
+                f"averaged epochs {summary['epochs']} -> {args.output} "
                 f"(convergence epoch {summary['convergence_epoch']})")
 
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Collect a recipe's scores into a Table-I-style markdown table.
 
-For each run directory ``EXP/{variant}`` it reads ``bleu-{split}.json`` (from
-``score_generate.py``) and ``checkpoint_avg{N}.pt.json`` (from ``average_checkpoints.py``,
+For each run directory ``EXP/{variant}`` it reads ``bleu-{split}.json`` (BLEU and chrF
+with their signatures, from ``score_generate.py``) and ``checkpoint_avg{N}.pt.json`` (from ``average_checkpoints.py``,
 whose largest averaged epoch is the paper's "convergence epoch").
 
     python scripts/results_table.py --exp-dir exp/en-de --variants fbank,unit,gsgn,gsgn_drop \
@@ -34,19 +34,25 @@ def collect(exp_dir: Path, variants: List[str], splits: List[str]) -> List[dict]
     return rows
 
 
+def _chrf(score) -> str:
+    return f"{score['chrf']:.2f}" if score and "chrf" in score else "-"
+
+
 def to_markdown(rows: List[dict], splits: List[str]) -> str:
-    head = "| model | " + " | ".join(f"{s} BLEU" for s in splits) + " | convergence epoch |"
-    lines = [head, "|" + "---|" * (len(splits) + 2)]
+    head = "| model | " + " | ".join(f"{s} BLEU | {s} chrF" for s in splits) + " | convergence epoch |"
+    lines = [head, "|" + "---|" * (2 * len(splits) + 2)]
     for r in rows:
-        cells = [f"{r[s]['bleu']:.2f}" if r[s] else "-" for s in splits]
+        cells = [f"{r[s]['bleu']:.2f} | {_chrf(r[s])}" if r[s] else "- | -" for s in splits]
         lines.append(f"| {r['variant']} | " + " | ".join(cells) + f" | {r['epoch'] if r['epoch'] is not None else '-'} |")
     return _with_signatures(lines, rows, splits)
 
 
 def _with_signatures(lines: List[str], rows: List[dict], splits: List[str]) -> str:
-    """The table's lines, then one line per distinct sacreBLEU signature among ``rows``."""
+    """The table's lines, then one line per distinct sacreBLEU (and chrF) signature among ``rows``."""
     sigs = sorted({r[s]["signature"] for r in rows for s in splits if r[s]})
-    return "\n".join(lines + [""] + [f"sacreBLEU signature: `{s}`" for s in sigs]) + "\n"
+    chrf_sigs = sorted({r[s]["chrf_signature"] for r in rows for s in splits if r[s] and "chrf_signature" in r[s]})
+    return "\n".join(lines + [""] + [f"sacreBLEU signature: `{s}`" for s in sigs]
+                     + [f"chrF signature: `{s}`" for s in chrf_sigs]) + "\n"
 
 
 def _mean_sd(xs: List[float], fmt: str) -> str:
@@ -58,15 +64,16 @@ def _mean_sd(xs: List[float], fmt: str) -> str:
 
 
 def to_markdown_seeds(runs: List[List[dict]], names: List[str], split: str) -> str:
-    """One row per variant: BLEU on ``split`` and convergence epoch per run, mean ± sd."""
+    """One row per variant: BLEU on ``split`` and convergence epoch per run, mean ± sd (and chrF's)."""
     head = ("| model | " + " | ".join(f"BLEU {n}" for n in names) + " | BLEU mean ± sd | "
-            + " | ".join(f"epoch {n}" for n in names) + " | epoch mean ± sd |")
-    lines = [head, "|" + "---|" * (2 * len(names) + 3)]
+            + "chrF mean ± sd | " + " | ".join(f"epoch {n}" for n in names) + " | epoch mean ± sd |")
+    lines = [head, "|" + "---|" * (2 * len(names) + 4)]
     for i, r0 in enumerate(runs[0]):
         bleus = [r[i][split]["bleu"] if r[i][split] else None for r in runs]
+        chrfs = [r[i][split]["chrf"] for r in runs if r[i][split] and "chrf" in r[i][split]]
         epochs = [r[i]["epoch"] for r in runs]
         lines.append(f"| {r0['variant']} | " + " | ".join(f"{b:.2f}" if b is not None else "-" for b in bleus)
-                     + f" | {_mean_sd([b for b in bleus if b is not None], '.2f')} | "
+                     + f" | {_mean_sd([b for b in bleus if b is not None], '.2f')} | {_mean_sd(chrfs, '.2f')} | "
                      + " | ".join(str(e) if e is not None else "-" for e in epochs)
                      + f" | {_mean_sd([e for e in epochs if e is not None], '.1f')} |")
     return _with_signatures(lines, [row for r in runs for row in r], [split])

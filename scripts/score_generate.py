@@ -1,69 +1,46 @@
 #!/usr/bin/env python
-"""Score a ``fairseq-generate`` output with sacreBLEU and print its signature.
+"""Score a ``fairseq-generate`` output with sacreBLEU and chrF, and print their signatures.
 
-fairseq's own ``--scoring sacrebleu`` prints a score without the signature the paper's
-protocol asks for, so we read the detokenized hypotheses (``D-`` lines, written when
-generating with ``--post-process sentencepiece``) and references (``T-`` lines), restore
-corpus order by sample id, and score them with sacrebleu's default 13a tokenizer. A sample
-without a hypothesis is an error, never silently dropped.
+Hypotheses are the ``D-`` lines (detokenized by the data config's ``bpe_tokenizer``: decode
+*without* ``--post-process``); references are the original texts, from the split's TSV
+(``tgt_text``) or a text file with one line per TSV row, never fairseq's re-encoded ``T-``
+lines. A reference without a hypothesis, or hypotheses that look space-stripped, are errors.
+When the output holds fairseq's own ``--scoring sacrebleu`` line, both scores are printed and
+a disagreement is reported. The scoring itself is ``gsgn_fairseq.scoring``.
 
-    python scripts/score_generate.py exp/gsgn/generate-tst-COMMON.txt --json exp/gsgn/bleu.json
+    python scripts/score_generate.py exp/gsgn/generate-tst-COMMON.txt \
+        --tsv data/en-de/tst-COMMON_st.tsv --json exp/gsgn/bleu-tst-COMMON.json
 """
 import argparse
 import json
-import re
+import os
+import sys
 from pathlib import Path
-from typing import Dict, List, Tuple
 
-import sacrebleu
-
-_LINE = re.compile(r"^([TD])-(\d+)\t(.*)$")
-
-
-def read_generate_output(path: Path) -> Tuple[List[str], List[str]]:
-    """(hypotheses, references) of a fairseq-generate log, in sample-id order."""
-    hyps: Dict[int, str] = {}
-    refs: Dict[int, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            m = _LINE.match(line.rstrip("\n"))
-            if not m:
-                continue
-            kind, idx, rest = m.group(1), int(m.group(2)), m.group(3)
-            if kind == "T":
-                refs[idx] = rest
-            else:  # D-<id>\t<score>\t<text>
-                hyps[idx] = rest.split("\t", 1)[1] if "\t" in rest else ""
-    if not refs:
-        raise ValueError(f"{path}: no T- lines; is it a fairseq-generate output?")
-    missing = sorted(set(refs) - set(hyps))
-    if missing:
-        raise ValueError(f"{path}: {len(missing)} samples have no D- hypothesis (first ids {missing[:10]})")
-    ids = sorted(refs)
-    return [hyps[i] for i in ids], [refs[i] for i in ids]
-
-
-def score(path: Path) -> dict:
-    hyps, refs = read_generate_output(path)
-    metric = sacrebleu.metrics.BLEU()
-    result = metric.corpus_score(hyps, [refs])
-    return {
-        "bleu": round(result.score, 2),
-        "signature": str(metric.get_signature()),
-        "n_sentences": len(hyps),
-        "detail": str(result),
-    }
+from gsgn_fairseq.scoring import ScoringError, score_generate_output
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("generate_output", type=Path)
-    p.add_argument("--json", type=Path, help="also write the score here")
+    refs = p.add_mutually_exclusive_group(required=True)
+    refs.add_argument("--tsv", type=Path, help="the decoded split's TSV (references: its tgt_text column)")
+    refs.add_argument("--refs", type=Path, help="references, one line per TSV row")
+    p.add_argument("--json", type=Path, help="also write the scores here")
     args = p.parse_args()
-    out = score(args.generate_output)
-    print(f"{out['detail']}\nsignature: {out['signature']}")
+    try:
+        out = score_generate_output(args.generate_output, tsv=args.tsv, refs_file=args.refs)
+    except (ScoringError, OSError) as e:
+        sys.exit(f"score_generate: {e}")
+    print(f"{out['detail']}\nchrF2 = {out['chrf']:.2f}\nsignature: {out['signature']}\n"
+          f"chrF signature: {out['chrf_signature']}\nreferences: {out['references']} ({out['n_sentences']} sentences)")
+    if "fairseq_bleu" in out:
+        verdict = "agrees" if out["fairseq_agrees"] else "DIFFERS (its T- references are re-encoded text)"
+        print(f"fairseq-generate's own BLEU: {out['fairseq_bleu']:.2f} ({verdict})")
     if args.json:
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        tmp.write_text(json.dumps(out, indent=2) + "\n")
+        os.replace(tmp, args.json)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from fairseq import options, tasks
 from fairseq.logging import metrics
 
 import gsgn_fairseq  # noqa: F401
-from gsgn_fairseq.tasks.speech_to_text_multiview import UNK_IN_HYP, UNK_IN_REF, bleu_logging_output
+from gsgn_fairseq.tasks.speech_to_text_multiview import bleu_logging_output
 from tiny_s2t_data import make_tiny_multiview_data
 
 K = 20
@@ -167,18 +167,23 @@ def test_sentencepiece_targets_are_detokenized(spm_data):
     targets = [dataset[i].target for i in range(len(dataset))]
     # some word is split into several pieces (EOS aside)
     assert any(len(t) - 1 > len(text.split()) for t, text in zip(targets, dataset.tgt_texts))
-    refs = [task.eval_bleu_decode(t, UNK_IN_REF) for t in targets]
+    refs = [task.eval_bleu_decode(t) for t in targets]
     assert refs == dataset.tgt_texts  # the raw references, restored
+    assert all(" " in r for r in refs)  # decoded once: the spaces are there
     the = task.tgt_dict.index("\u2581THE")
     assert the != task.tgt_dict.unk()
     unk = torch.tensor([the, task.tgt_dict.unk(), task.tgt_dict.eos()])
-    assert task.eval_bleu_decode(unk, UNK_IN_REF) == f"THE{UNK_IN_REF}"
-    assert task.eval_bleu_decode(unk, UNK_IN_HYP) != task.eval_bleu_decode(unk, UNK_IN_REF)  # <unk> never matches
+    assert task.eval_bleu_decode(unk) == "THE<unk>"  # as fairseq-generate's D- lines print it
 
     sample = dataset.collater([dataset[i] for i in range(len(dataset))])
     _, _, logging_output = task.valid_step(sample, model, task.build_criterion(args))
     ref_words = sum(len(sacrebleu.tokenizers.tokenizer_13a.Tokenizer13a()(t).split()) for t in dataset.tgt_texts)
     assert logging_output["_bleu_ref_len"] == ref_words
+    assert sample["target_text"] == [dataset.tgt_texts[i] for i in sample["id"].tolist()]
+    # the references are the original texts the sample carries, not the decoded target ids
+    sample["target_text"] = [t + " EXTRA WORDS" for t in sample["target_text"]]
+    _, _, longer = task.valid_step(sample, model, task.build_criterion(args))
+    assert longer["_bleu_ref_len"] == ref_words + 2 * len(dataset)
     assert 0 < logging_output["_bleu_sys_len"] <= 4 * len(dataset) * 8  # greedy, at most max_len_b pieces each
 
 

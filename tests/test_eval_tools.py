@@ -1,22 +1,26 @@
 """Checkpoint averaging, sacreBLEU scoring of fairseq-generate output, and training plots."""
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from gsgn_fairseq.scoring import ScoringError, score_generate_output
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
 import average_checkpoints  # noqa: E402
 import plot_training  # noqa: E402
-import score_generate  # noqa: E402
 
 
-def _ckpt(path, w, val, epoch, updates, step=0):
+def _ckpt(path, w, val, epoch, updates, step=0, metric="loss", maximize=False):
     # saved at the end of `epoch`: fairseq's iterator state then says epoch + 1, 0 iterations in
     torch.save(
         {
-            "cfg": {"model": {"_name": "toy"}},
+            "cfg": {"model": {"_name": "toy"},
+                    "checkpoint": {"best_checkpoint_metric": metric, "maximize_best_checkpoint_metric": maximize}},
             "model": {"w": torch.tensor(w, dtype=torch.float32), "step": torch.tensor(step)},
             "optimizer_history": [{"num_updates": updates}],
             "last_optimizer_state": {"big": torch.zeros(3)},
@@ -43,8 +47,23 @@ def test_average_best_checkpoints(tmp_path):
     assert int(state["model"]["step"]) == 3  # integer buffers come from the best checkpoint
     assert "last_optimizer_state" not in state
     assert json.loads(Path(str(out) + ".json").read_text())["convergence_epoch"] == 3
-    # higher-is-better metrics (e.g. BLEU)
-    assert average_checkpoints.average_best(tmp_path, 1, out, maximize=True)["epochs"] == [1]
+    # the direction comes from the checkpoints: a loss run refuses --maximize
+    with pytest.raises(ValueError, match="--maximize contradicts the checkpoints: .*loss \\(lower is better\\)"):
+        average_checkpoints.average_best(tmp_path, 1, out, maximize=True)
+
+
+def test_average_ranks_bleu_runs_highest_first(tmp_path):
+    # a run trained with --best-checkpoint-metric bleu --maximize-best-checkpoint-metric
+    for e, bleu in {1: 10.0, 2: 30.0, 3: 20.0}.items():
+        _ckpt(tmp_path / f"checkpoint{e}.pt", [float(e)], bleu, e, e * 10, metric="bleu", maximize=True)
+    summary = average_checkpoints.average_best(tmp_path, 2, tmp_path / "avg.pt")
+    assert summary["epochs"] == [2, 3] and summary["metric"] == "bleu" and summary["maximize"] is True
+    assert summary["convergence_epoch"] == 3
+    with pytest.raises(ValueError, match="--minimize contradicts"):
+        average_checkpoints.average_best(tmp_path, 2, tmp_path / "avg.pt", maximize=False)
+    _ckpt(tmp_path / "checkpoint4.pt", [4.0], 1.0, 4, 40)  # a loss-ranked checkpoint among them
+    with pytest.raises(ValueError, match="ranked by different validation metrics"):
+        average_checkpoints.average_best(tmp_path, 2, tmp_path / "avg.pt")
 
 
 def test_average_refuses_mismatched_shapes(tmp_path):
@@ -54,25 +73,95 @@ def test_average_refuses_mismatched_shapes(tmp_path):
         average_checkpoints.average_best(tmp_path, 2, tmp_path / "avg.pt")
 
 
-def test_score_generate_orders_by_id_and_prints_signature(tmp_path):
+def _tsv(path, refs):
+    rows = ["id\taudio\tn_frames\ttgt_text\tspeaker\tsrc_text"]
+    rows += [f"utt{i}\tfbank80.zip:1:2\t100\t{r}\tspk\tsource {i}" for i, r in enumerate(refs)]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_score_generate_orders_by_id_against_tsv_references(tmp_path):
+    tsv = _tsv(tmp_path / "tst_st.tsv", ["der Hund schläft im Garten", "das ist ein kleiner Test"])
     out = tmp_path / "gen.txt"
+    # T- lines are fairseq's re-encoded references: never used for the score
     out.write_text(
-        "S-1\tx\nT-1\tdas ist ein kleiner test\nH-1\t-0.1\t▁das ...\n"
-        "D-1\t-0.1\tdas ist ein kleiner test\n"
-        "T-0\tder hund schläft im garten\nD-0\t-0.2\tder hund schläft im garten\n"
+        "S-1\tx\nT-1\tIGNORED\nH-1\t-0.1\t▁das ...\nD-1\t-0.1\tdas ist ein kleiner Test\n"
+        "T-0\tIGNORED\nD-0\t-0.2\tder Hund schläft im Garten\n"
+        "Generate tst_st with beam=5: BLEU = 0.00 0.0/0.0/0.0/0.0 (BP = 1.000 ratio = 1.000 hyp_len = 9 ref_len = 9)\n"
     )
-    res = score_generate.score(out)
-    assert res["bleu"] == 100.0 and res["n_sentences"] == 2
+    res = score_generate_output(out, tsv=tsv)
+    assert res["bleu"] == 100.0 and res["chrf"] == 100.0 and res["n_sentences"] == 2
     assert res["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
-    out.write_text("T-0\tder hund\nD-0\t-0.2\tdie katze\n")
-    assert score_generate.score(out)["bleu"] == 0.0
+    assert res["chrf_signature"].startswith("nrefs:1|case:mixed|eff:yes|nc:6|nw:0")
+    assert res["fairseq_bleu"] == 0.0 and res["fairseq_agrees"] is False
+    # case-sensitive, as the paper's protocol
+    out.write_text("D-0\t-0.2\tDER HUND SCHLÄFT IM GARTEN\nD-1\t-0.1\tdas ist ein kleiner Test\n")
+    assert score_generate_output(out, tsv=tsv)["bleu"] < 70
+    # a references file, one line per TSV row
+    refs = tmp_path / "tst.de"
+    refs.write_text("der Hund schläft im Garten\ndas ist ein kleiner Test\n")
+    out.write_text("D-1\t-0.1\tdas ist ein kleiner Test\nD-0\t-0.2\tder Hund schläft im Garten\n")
+    assert score_generate_output(out, refs_file=refs)["bleu"] == 100.0
 
 
-def test_score_generate_refuses_missing_hypotheses(tmp_path):
+def test_score_generate_refuses_space_stripped_hypotheses(tmp_path):
+    refs = ["der Hund schläft im Garten", "das ist ein kleiner Test"]
+    tsv = _tsv(tmp_path / "tst_st.tsv", refs)
     out = tmp_path / "gen.txt"
-    out.write_text("T-0\ta b\nD-0\t-1\ta b\nT-7\tc d\n")
-    with pytest.raises(ValueError, match=r"gen.txt: 1 samples have no D- hypothesis \(first ids \[7\]\)"):
-        score_generate.score(out)
+    # what --post-process sentencepiece on top of the data config's bpe_tokenizer prints
+    out.write_text(
+        "T-0\tderHundschläftimGarten\nH-0\t-0.2\tder Hund schläft im Garten\nD-0\t-0.2\tderHundschläftimGarten\n"
+        "T-1\tdasisteinkleinerTest\nH-1\t-0.1\tdas ist ein Test\nD-1\t-0.1\tdasisteinTest\n"
+    )
+    with pytest.raises(ScoringError, match="gen.txt: the hypotheses look space-stripped: 2 of 2 of fairseq's T- "
+                                           "references are the TSV's references without their spaces"):
+        score_generate_output(out, tsv=tsv)
+    # without T- lines, the H- lines tell: words, and D- is H- without its spaces
+    out.write_text("H-0\t-0.2\tder Hund\nD-0\t-0.2\tderHund\nH-1\t-0.1\tdas\nD-1\t-0.1\tdas\n")
+    with pytest.raises(ScoringError, match="1 D- hypotheses are their H- lines without the spaces"):
+        score_generate_output(out, tsv=tsv)
+    # with D- lines alone: no space anywhere, and word-long "words"
+    out.write_text("D-0\t-0.2\tderHundschläftimGarten\nD-1\t-0.1\tdasisteinkleinerTest\n")
+    with pytest.raises(ScoringError, match="no hypothesis has a space; 21.0 characters per word against 4.2"):
+        score_generate_output(out, tsv=tsv)
+    # decoded once, a weak model's output without spaces is scored, not refused
+    out.write_text(
+        "T-0\tder Hund schläft im Garten\nH-0\t-0.2\t\u2581 e e e e e e e e e e e e e e e e e e e e e e\n"
+        "D-0\t-0.2\teeeeeeeeeeeeeeeeeeeeee\nT-1\tdas ist ein kleiner Test\nH-1\t-0.1\t\u2581Hund\nD-1\t-0.1\tHund\n"
+    )
+    assert score_generate_output(out, tsv=tsv)["bleu"] < 10
+
+
+def test_score_generate_refuses_missing_or_extra_hypotheses(tmp_path):
+    tsv = _tsv(tmp_path / "tst_st.tsv", ["a b", "c d"])
+    out = tmp_path / "gen.txt"
+    out.write_text("D-0\t-1\ta b\n")
+    with pytest.raises(ScoringError, match=r"gen.txt against .*tst_st.tsv: 1 of 2 references have no hypothesis "
+                                           r"\(first sample ids \[1\]\)"):
+        score_generate_output(out, tsv=tsv)
+    out.write_text("D-0\t-1\ta b\nD-1\t-1\tc d\nD-2\t-1\te f\n")
+    with pytest.raises(ScoringError, match=r"sample ids \[2\] have no reference row"):
+        score_generate_output(out, tsv=tsv)
+    out.write_text("D-0\t-1\ta b\nD-0\t-1\tc d\n")
+    with pytest.raises(ScoringError, match="two D- lines for sample 0"):
+        score_generate_output(out, tsv=tsv)
+    with pytest.raises(ScoringError, match="exactly one of --tsv"):
+        score_generate_output(out)
+
+
+def test_score_generate_cli_writes_json(tmp_path):
+    tsv = _tsv(tmp_path / "tst_st.tsv", ["a b c d", "e f g h"])
+    out = tmp_path / "gen.txt"
+    out.write_text("D-0\t-1\ta b c d\nD-1\t-1\te f g h\n")
+    p = subprocess.run([sys.executable, str(SCRIPTS / "score_generate.py"), str(out), "--tsv", str(tsv),
+                        "--json", str(tmp_path / "bleu.json")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "BLEU = 100.00" in p.stdout and "chrF2 = 100.00" in p.stdout and "signature: nrefs:1" in p.stdout
+    assert json.loads((tmp_path / "bleu.json").read_text())["bleu"] == 100.0
+    out.write_text("D-0\t-1\tabcd\nD-1\t-1\tefgh\n")
+    p = subprocess.run([sys.executable, str(SCRIPTS / "score_generate.py"), str(out), "--tsv", str(tsv)],
+                       capture_output=True, text=True)
+    assert p.returncode == 1 and "space-stripped" in p.stderr
 
 
 def test_plot_training_reads_fairseq_json_logs(tmp_path):
@@ -125,11 +214,32 @@ def test_results_table_over_seeds(tmp_path):
     for seed, (bleu, epoch) in {"s1": (60.0, 12), "s2": (64.0, 15)}.items():
         run = tmp_path / seed / "fbank"
         run.mkdir(parents=True)
-        (run / "bleu-tst-COMMON.json").write_text(json.dumps({"bleu": bleu, "signature": sig}))
+        (run / "bleu-tst-COMMON.json").write_text(json.dumps({"bleu": bleu, "signature": sig, "chrf": bleu - 10,
+                                                             "chrf_signature": "nrefs:1|nc:6"}))
         (run / "checkpoint_avg5.pt.json").write_text(json.dumps({"convergence_epoch": epoch}))
     runs = [results_table.collect(tmp_path / s, ["fbank", "gsgn"], ["tst-COMMON"]) for s in ("s1", "s2")]
     table = results_table.to_markdown_seeds(runs, ["seed 1", "seed 2"], "tst-COMMON")
     # mean 62, sample sd sqrt(((60-62)^2 + (64-62)^2) / 1) = 2.83; epochs 13.5 ± 2.1
-    assert "| fbank | 60.00 | 64.00 | 62.00 ± 2.83 | 12 | 15 | 13.5 ± 2.1 |" in table
-    assert "| gsgn | - | - | - | - | - | - |" in table
-    assert sig in table
+    assert "| fbank | 60.00 | 64.00 | 62.00 ± 2.83 | 52.00 ± 2.83 | 12 | 15 | 13.5 ± 2.1 |" in table
+    assert "| gsgn | - | - | - | - | - | - | - |" in table
+    assert sig in table and "chrF signature: `nrefs:1|nc:6`" in table
+    single = results_table.to_markdown(runs[0], ["tst-COMMON"])
+    assert "| fbank | 60.00 | 50.00 | 12 |" in single and "| gsgn | - | - | - |" in single
+
+
+def test_bleu_statistics_add_up_to_corpus_bleu():
+    import sacrebleu
+
+    from gsgn_fairseq.scoring import bleu_from_statistics, bleu_statistics
+
+    hyps = ["der Hund schläft", "eine Katze sieht den Vogel", "CAT CAT"]
+    refs = ["der Hund schläft im Garten", "die Katze sieht den Vogel", "CAT BIG"]
+    # summed over two "batches", as validation sums them over batches and workers
+    parts = [bleu_statistics(hyps[:2], refs[:2]), bleu_statistics(hyps[2:], refs[2:])]
+    total = {k: sum(p[k] for p in parts) for k in parts[0]}
+    expected = sacrebleu.corpus_bleu(hyps, [refs]).score
+    assert 0 < expected < 100 and total["counts_3"] < total["totals_3"]
+    assert bleu_from_statistics(total) == round(expected, 2)  # exp smoothing, as corpus_bleu
+    # no 4-gram match at all: unsmoothed BLEU would be 0
+    hyp, ref = "CAT CAT CAT CAT", "CAT BIG THE CAT"
+    assert bleu_from_statistics(bleu_statistics([hyp], [ref])) == round(sacrebleu.corpus_bleu([hyp], [[ref]]).score, 2) > 0

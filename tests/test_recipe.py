@@ -1,8 +1,15 @@
-"""scripts/recipes/must_c/run.sh end to end on a tiny corpus: every stage, markers, rerun."""
+"""scripts/recipes/must_c/run.sh end to end on a tiny corpus: every stage, markers, rerun, and
+test scoring checked against an independent decoding of fairseq-generate's pieces."""
+import csv
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import sacrebleu
+import sentencepiece as spm
 
 from tiny_mustc import make_tiny_mustc
 
@@ -36,6 +43,7 @@ def test_recipe_all_stages_then_rerun_skips(tmp_path):
         assert (exp / v / "bleu-tst-COMMON.json").is_file()
         # the table's convergence epoch is the latest averaged one: 2 epochs, 2 averaged
         assert f"| {v} |" in table and table.split(f"| {v} |")[1].split("\n")[0].strip().endswith("| 2 |")
+        check_scoring(tmp_path / "data" / "en-de", exp / v, "tst-COMMON")
     log_size = (exp / "fbank" / "train.log").stat().st_size
 
     again = _recipe(tmp_path)  # every stage is marked done: nothing is redone
@@ -47,3 +55,39 @@ def test_recipe_all_stages_then_rerun_skips(tmp_path):
 def test_recipe_rejects_unknown_precision(tmp_path):
     p = _recipe(tmp_path, "--precision", "fp8", "--stage", "2")
     assert p.returncode != 0 and "--precision must be auto, bf16, fp16 or fp32, got 'fp8'" in p.stderr
+
+
+def check_scoring(data, run, split):
+    """Stage 4's score is sacreBLEU of the hypotheses against the TSV's original references.
+
+    The hypotheses are rebuilt here from the H- lines (SentencePiece pieces), checked against
+    the data's SentencePiece model, not taken from the D- lines the scorer reads, so a decode path that mangles
+    the text (e.g. SentencePiece decoding twice, which deletes the spaces) fails this check.
+    """
+    gen = (run / f"generate-{split}.txt").read_text(encoding="utf-8")
+    sp = spm.SentencePieceProcessor(model_file=str(next(data.glob("spm_unigram*_st.model"))))
+    pieces = {int(i): h for i, h in re.findall(r"^H-(\d+)\t[^\t]*\t(.*)$", gen, flags=re.M)}
+    with open(data / f"{split}_st.tsv", encoding="utf-8", newline="") as f:
+        refs = [row["tgt_text"] for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    assert sorted(pieces) == list(range(len(refs)))  # every utterance decoded, once
+    # SentencePiece detokenization: join the pieces, the word marker becomes a space; an <unk>
+    # stays "<unk>" as fairseq prints it (sp.decode would render it " ⁇ ")
+    hyps = ["".join(pieces[i].split()).replace("\u2581", " ").strip() for i in range(len(refs))]
+    for i in range(len(refs)):
+        if "<unk>" not in pieces[i]:
+            assert hyps[i] == sp.decode(pieces[i].split()).strip()
+    expected = sacrebleu.corpus_bleu(hyps, [refs])
+    scored = json.loads((run / f"bleu-{split}.json").read_text())
+    assert scored["bleu"] == round(expected.score, 2), (scored, str(expected))
+    assert scored["n_sentences"] == len(refs)
+    # decoded once: the H- lines are SentencePiece pieces, and each D- line is exactly their
+    # decoding (decoded twice, H- holds words and D- is H- without its spaces)
+    dlines = {int(i): d for i, d in re.findall(r"^D-(\d+)\t[^\t]*\t(.*)$", gen, flags=re.M)}
+    assert dlines == dict(enumerate(hyps))
+    unk = sp.unk_id()
+    assert all(sp.piece_to_id(t) != unk or t == "<unk>" for h in pieces.values() for t in h.split()), pieces
+    assert all(" " in r for r in refs)
+    # fairseq's own --scoring sacrebleu line (against its re-encoded T- lines) agrees
+    fairseq_bleu = float(re.search(rf"^Generate {split}_st with beam=\d+: BLEU = ([\d.]+)", gen, flags=re.M).group(1))
+    assert abs(fairseq_bleu - scored["bleu"]) <= 0.01, (fairseq_bleu, scored["bleu"])
+    assert scored["fairseq_agrees"] is True

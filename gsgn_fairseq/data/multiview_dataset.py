@@ -21,7 +21,8 @@ Checks, made when an utterance is loaded (the unit count is only known then) and
   length.
 
 The collater pads units with K and adds ``src_units`` (B, T_unit) and ``src_units_lengths``
-(B,) to ``net_input``, in the same (descending FBank length) order as ``src_tokens``. When the
+(B,) to ``net_input``, in the same (descending FBank length) order as ``src_tokens``, and the
+original ``tgt_text`` of each utterance as ``sample["target_text"]`` (a list). When the
 task has a source dictionary, the transcript (``src_text`` through the optional
 ``src_pre_tokenizer``/``src_bpe_tokenizer``, no EOS) goes to ``sample["source_text"]``
 (B, S) padded with the source dictionary's pad, with ``sample["source_text_lengths"]`` (B,)
@@ -86,6 +87,7 @@ class ViewAlignment:
 class MultiviewDatasetItem(SpeechToTextDatasetItem):
     units: Optional[Tensor] = None  # (T_unit,) long
     transcript: Optional[Tensor] = None  # (S,) long, source-dictionary ids, no EOS
+    tgt_text: Optional[str] = None  # the original reference (the TSV's tgt_text)
 
 
 def resolve_data_root(cfg: S2TDataConfig, data_dir: str) -> Path:
@@ -205,6 +207,7 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
             speaker_id=item.speaker_id,
             units=units,
             transcript=transcript,
+            tgt_text=self.tgt_texts[index],
         )
 
     def batch_by_size(self, indices, max_tokens=None, max_sentences=None, required_batch_size_multiple=1):
@@ -228,6 +231,8 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         unit_lengths = torch.tensor([s.units.size(0) for s in samples], dtype=torch.long)
         out["net_input"]["src_units"] = units.index_select(0, order)  # (B, T_unit)
         out["net_input"]["src_units_lengths"] = unit_lengths.index_select(0, order)  # (B,)
+        # the original references (validation BLEU scores against them, as test scoring does)
+        out["target_text"] = [samples[i].tgt_text for i in order.tolist()]
         if self.src_dict is not None:
             tokens = fairseq_data_utils.collate_tokens(
                 [s.transcript for s in samples], self.src_dict.pad(), left_pad=False

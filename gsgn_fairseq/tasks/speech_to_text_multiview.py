@@ -22,9 +22,11 @@ on top:
   every validation batch with a sequence generator built from ``--eval-bleu-args`` (JSON
   generation args, e.g. ``'{"beam": 1}'``; it runs the model's normal forward, so its
   ``--inference-branch``) and logs ``bleu`` (sacrebleu, 13a) per validation, usable as
-  ``--best-checkpoint-metric bleu --maximize-best-checkpoint-metric``. Hypotheses and
-  references are detokenized like ``fairseq-generate`` does: target dictionary, then the
-  config's ``bpe_tokenizer`` (e.g. sentencepiece) and ``pre_tokenizer`` decoding. BLEU goes
+  ``--best-checkpoint-metric bleu --maximize-best-checkpoint-metric``. Hypotheses are
+  detokenized as ``fairseq-generate`` prints its ``D-`` lines (target dictionary, then the
+  config's ``bpe_tokenizer`` and ``pre_tokenizer`` decoding, once); references are the
+  original ``tgt_text`` of the TSV (``sample["target_text"]``), as in test scoring
+  (``gsgn_fairseq/scoring.py``). BLEU goes
   through n-gram counts/totals, so it is the corpus BLEU over all batches and workers.
   ``--eval-bleu-print-samples`` logs one hypothesis/reference pair per batch.
 """
@@ -46,15 +48,12 @@ from ..data.multiview_dataset import (
     SpeechToTextMultiviewDatasetCreator,
     ViewAlignment,
 )
+from ..scoring import BLEU_ORDER, bleu_from_statistics, bleu_statistics
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_NUM_UNITS = 500
 DEFAULT_CONV_KERNEL_SIZES = "5,5"  # fairseq's s2t default: 2 layers, 4x
-EVAL_BLEU_ORDER = 4
-# <unk> in hypotheses and references: distinct strings, so an <unk> never matches (as in translation)
-UNK_IN_HYP = "UNKNOWNTOKENINHYP"
-UNK_IN_REF = "UNKNOWNTOKENINREF"
 
 
 def fbank_conv_layers(args) -> int:
@@ -64,33 +63,16 @@ def fbank_conv_layers(args) -> int:
 
 
 def bleu_logging_output(hyps: Sequence[str], refs: Sequence[str]) -> Dict[str, int]:
-    """sacrebleu's (13a) sufficient statistics of ``hyps`` against ``refs`` (one reference
-    each), as the ``_bleu_*`` logging-output entries that ``reduce_metrics`` sums up. Counts
-    and totals are separate entries so that fairseq's fast stat sync sums them across workers."""
-    import sacrebleu
-
-    bleu = sacrebleu.corpus_bleu(list(hyps), [list(refs)], tokenize="13a")
-    out = {"_bleu_sys_len": int(bleu.sys_len), "_bleu_ref_len": int(bleu.ref_len)}
-    assert len(bleu.counts) == EVAL_BLEU_ORDER
-    for i in range(EVAL_BLEU_ORDER):
-        out[f"_bleu_counts_{i}"] = int(bleu.counts[i])
-        out[f"_bleu_totals_{i}"] = int(bleu.totals[i])
-    return out
+    """sacreBLEU's (13a) sufficient statistics of ``hyps`` against ``refs`` as the ``_bleu_*``
+    logging-output entries that ``reduce_metrics`` sums up (separate entries, so fairseq's
+    fast stat sync sums them across workers)."""
+    return {f"_bleu_{k}": v for k, v in bleu_statistics(hyps, refs).items()}
 
 
 def _compute_bleu(meters) -> float:
-    """Corpus BLEU from the summed statistics (sacrebleu's default ``exp`` smoothing, as
-    ``corpus_bleu``), rounded to 2 decimals."""
-    from sacrebleu.metrics import BLEU
-
-    bleu = BLEU.compute_bleu(
-        correct=[int(meters[f"_bleu_counts_{i}"].sum) for i in range(EVAL_BLEU_ORDER)],
-        total=[int(meters[f"_bleu_totals_{i}"].sum) for i in range(EVAL_BLEU_ORDER)],
-        sys_len=int(meters["_bleu_sys_len"].sum),
-        ref_len=int(meters["_bleu_ref_len"].sum),
-        smooth_method="exp",
-    )
-    return round(bleu.score, 2)
+    """Corpus BLEU from the summed statistics, as ``scoring.bleu_from_statistics``."""
+    keys = ["sys_len", "ref_len"] + [f"{k}_{i}" for k in ("counts", "totals") for i in range(BLEU_ORDER)]
+    return bleu_from_statistics({k: int(meters[f"_bleu_{k}"].sum) for k in keys})
 
 
 @register_task("speech_to_text_multiview")
@@ -246,11 +228,12 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
             i for s, i in self.tgt_dict.indices.items() if SpeechToTextDataset.is_lang_tag(s)
         }
 
-    def eval_bleu_decode(self, tokens, unk_string: str = UNK_IN_HYP) -> str:
+    def eval_bleu_decode(self, tokens) -> str:
         """Detokenized text of target ids (EOS, BOS, padding and language tags dropped),
-        as fairseq-generate prints it: dictionary symbols, then BPE and pre-tokenizer decoding."""
+        exactly as fairseq-generate prints its ``D-`` lines: dictionary symbols (``<unk>`` for
+        unknowns), then the config's BPE and pre-tokenizer decoding, once."""
         tokens = utils.strip_pad(tokens, self.tgt_dict.pad()).int().cpu()
-        text = self.tgt_dict.string(tokens, extra_symbols_to_ignore=self.eval_bleu_lang_tags, unk_string=unk_string)
+        text = self.tgt_dict.string(tokens, extra_symbols_to_ignore=self.eval_bleu_lang_tags)
         if self.eval_bleu_bpe is not None:
             text = self.eval_bleu_bpe.decode(text)
         if self.eval_bleu_tokenizer is not None:
@@ -262,10 +245,13 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
         if self.eval_bleu_prefix_size > 0:
             prefix_tokens = sample["target"][:, : self.eval_bleu_prefix_size]
         gen_out = self.inference_step(generator, [model], sample, prefix_tokens=prefix_tokens)
-        hyps, refs = [], []
-        for i in range(len(gen_out)):
-            hyps.append(self.eval_bleu_decode(gen_out[i][0]["tokens"], UNK_IN_HYP))
-            refs.append(self.eval_bleu_decode(sample["target"][i], UNK_IN_REF))
+        hyps = [self.eval_bleu_decode(gen_out[i][0]["tokens"]) for i in range(len(gen_out))]
+        refs = sample.get("target_text")  # the TSV's tgt_text, as test scoring uses
+        if refs is None or len(refs) != len(hyps):
+            raise ValueError(
+                "--eval-bleu needs the original references in sample['target_text'] (the multiview "
+                f"dataset's collater puts them there); got {None if refs is None else len(refs)} for {len(hyps)} hypotheses"
+            )
         if getattr(self.args, "eval_bleu_print_samples", False) and hyps:
             logger.info("example hypothesis: " + hyps[0])
             logger.info("example reference: " + refs[0])
@@ -289,7 +275,7 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
         # numpy arrays as in translation): the meters go into checkpoints, which torch's
         # weights_only loader must be able to read back.
         keys = ["_bleu_sys_len", "_bleu_ref_len"]
-        keys += [f"_bleu_{kind}_{i}" for kind in ("counts", "totals") for i in range(EVAL_BLEU_ORDER)]
+        keys += [f"_bleu_{kind}_{i}" for kind in ("counts", "totals") for i in range(BLEU_ORDER)]
         for key in keys:
             metrics.log_scalar(key, sum_logs(key))
         # logged even when nothing matches (0), so --best-checkpoint-metric bleu always finds it

@@ -13,7 +13,9 @@
 #               --units hubert-toy: a small HuBERT pretrained here first, $EXP/hubert_toy/hubert.pt)
 #   2 train    $EXP/{variant}/checkpoint*.pt, train.log (fairseq JSON log), tensorboard/
 #   3 average  $EXP/{variant}/checkpoint_avg$N_AVG.pt (+ .json with the averaged epochs)
-#   4 decode   $EXP/{variant}/generate-{split}.txt, bleu-{split}.json (sacreBLEU + signature)
+#   4 decode   $EXP/{variant}/generate-{split}.txt, bleu-{split}.json (sacreBLEU and chrF + signatures,
+#              D- lines against the TSV's tgt_text; no --post-process: config_st.yaml's
+#              bpe_tokenizer already detokenizes, a second SentencePiece pass deletes the spaces)
 #   5 table    $EXP/results.md
 # A finished stage leaves $EXP/.done/<stage>[.<variant>]; rerunning skips it.
 #
@@ -193,8 +195,9 @@ for v in "${variant_list[@]}"; do
         --gen-subset "${s}_st" --path "$run/checkpoint_avg$n_avg.pt" \
         --model-overrides "{'inference_branch': '$inference_branch'}" \
         --beam "$beam" --lenpen "$lenpen" --max-tokens 50000 --required-batch-size-multiple 1 --scoring sacrebleu \
-        --post-process sentencepiece > "$run/generate-$s.txt"
-      "$PY" "$ROOT_DIR/scripts/score_generate.py" "$run/generate-$s.txt" --json "$run/bleu-$s.json"
+        > "$run/generate-$s.txt"
+      "$PY" "$ROOT_DIR/scripts/score_generate.py" "$run/generate-$s.txt" --tsv "$data/${s}_st.tsv" \
+        --json "$run/bleu-$s.json"
     done
     done_mark "decode.$v"
   fi
