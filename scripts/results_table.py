@@ -20,6 +20,10 @@ from pathlib import Path
 from typing import List
 
 
+def _chrf(score) -> str:
+    return f"{score['chrf']:.2f}" if score and "chrf" in score else "-"
+
+
 def collect(exp_dir: Path, variants: List[str], splits: List[str]) -> List[dict]:
     rows = []
     for v in variants:
@@ -28,22 +32,29 @@ def collect(exp_dir: Path, variants: List[str], splits: List[str]) -> List[dict]
         avg = sorted(glob.glob(str(run / "checkpoint_avg*.pt.json")))
         row["epoch"] = json.loads(Path(avg[-1]).read_text())["convergence_epoch"] if avg else None
         for s in splits:
-            f = run / f"bleu-{s}.json"
-            row[s] = json.loads(f.read_text()) if f.is_file() else None
+            for key, name in ((s, f"bleu-{s}.json"), (f"{s}.fusion", f"bleu-{s}.fusion.json")):
+                f = run / name
+                row[key] = json.loads(f.read_text()) if f.is_file() else None
         rows.append(row)
     return rows
 
 
-def _chrf(score) -> str:
-    return f"{score['chrf']:.2f}" if score and "chrf" in score else "-"
-
-
 def to_markdown(rows: List[dict], splits: List[str]) -> str:
-    head = "| model | " + " | ".join(f"{s} BLEU | {s} chrF" for s in splits) + " | convergence epoch |"
-    lines = [head, "|" + "---|" * (2 * len(splits) + 2)]
+    """BLEU and chrF per split, the convergence epoch, and, where a model was also decoded
+    with the fusion input (the multi-stage-dropout ones), that BLEU in its own column."""
+    fusion = [s for s in splits if any(r.get(f"{s}.fusion") for r in rows)]
+    head = "| model | " + " | ".join(f"{s} BLEU | {s} chrF" for s in splits)
+    head += "".join(f" | {s} BLEU, fusion input" for s in fusion) + " | convergence epoch |"
+    lines = [head, "|" + "---|" * (2 * len(splits) + len(fusion) + 2)]
     for r in rows:
         cells = [f"{r[s]['bleu']:.2f} | {_chrf(r[s])}" if r[s] else "- | -" for s in splits]
+        cells += [f"{r[f'{s}.fusion']['bleu']:.2f}" if r.get(f"{s}.fusion") else "-" for s in fusion]
         lines.append(f"| {r['variant']} | " + " | ".join(cells) + f" | {r['epoch'] if r['epoch'] is not None else '-'} |")
+    if fusion:
+        lines += ["", "BLEU and chrF: multi-stage-dropout models decoded with the paper's protocol "
+                  "(`--inference-branch sample`: each utterance's branch drawn with the last stage's "
+                  "thresholds from the inference seed and its id), the others with their own input; "
+                  "\"fusion input\": the same checkpoint with every utterance through the fusion branch."]
     return _with_signatures(lines, rows, splits)
 
 

@@ -112,3 +112,21 @@ def test_sampler_set_epoch_and_granularity():
     assert shares[0] > 0.2 and shares[1] > 0.15 and shares[2] > 0.15
     with pytest.raises(ValueError, match="--msd-granularity"):
         BranchSampler(granularity="token")
+
+
+def test_keyed_draws_are_uniform_and_depend_on_seed_and_key_only():
+    from gsgn_fairseq.modules.branch_sampler import BranchSampler, keyed_uniform, utterance_key
+
+    keys = torch.tensor([utterance_key(f"ted_{i}_{j}") for i in range(200) for j in range(100)])
+    p = keyed_uniform(keys, seed=1)
+    assert p.dtype == torch.float64 and bool(((p >= 0) & (p < 1)).all())
+    for q in (0.1, 0.3, 0.5, 0.9):  # 20,000 draws: 4 sd of a binomial share is < 0.015
+        assert abs(float((p < q).double().mean()) - q) < 0.015
+    assert torch.equal(keyed_uniform(keys.flip(0), 1), p.flip(0))  # order does not matter
+    assert torch.equal(keyed_uniform(keys[:5], 1), p[:5])  # nor the batch
+    assert not torch.equal(keyed_uniform(keys, 2), p)
+    assert utterance_key("ted_1_0") == utterance_key("ted_1_0") != utterance_key("ted_1_1")
+    sampler = BranchSampler("1:0.0,0.0;2:0.3,0.2", granularity="batch")  # inference ignores the granularity
+    branch = sampler.sample_keyed(keys, seed=1)
+    shares = [float((branch == b).double().mean()) for b in (FBANK, UNIT, FUSION)]
+    assert abs(shares[0] - 0.3) < 0.015 and abs(shares[1] - 0.2) < 0.015 and abs(shares[2] - 0.5) < 0.015

@@ -243,3 +243,19 @@ def test_bleu_statistics_add_up_to_corpus_bleu():
     # no 4-gram match at all: unsmoothed BLEU would be 0
     hyp, ref = "CAT CAT CAT CAT", "CAT BIG THE CAT"
     assert bleu_from_statistics(bleu_statistics([hyp], [ref])) == round(sacrebleu.corpus_bleu([hyp], [[ref]]).score, 2) > 0
+
+
+def test_results_table_labels_the_fusion_input_column(tmp_path):
+    import results_table
+
+    sig = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.5.1"
+    for v, files in {"fbank": {"bleu-tst-COMMON.json": 50.0},
+                     "gsgn_drop": {"bleu-tst-COMMON.json": 61.0, "bleu-tst-COMMON.fusion.json": 60.0}}.items():
+        (tmp_path / v).mkdir()
+        for name, bleu in files.items():
+            (tmp_path / v / name).write_text(json.dumps({"bleu": bleu, "chrf": bleu + 5, "signature": sig}))
+    table = results_table.to_markdown(results_table.collect(tmp_path, ["fbank", "gsgn_drop"], ["tst-COMMON"]),
+                                      ["tst-COMMON"])
+    assert "| model | tst-COMMON BLEU | tst-COMMON chrF | tst-COMMON BLEU, fusion input | convergence epoch |" in table
+    assert "| fbank | 50.00 | 55.00 | - | - |" in table and "| gsgn_drop | 61.00 | 66.00 | 60.00 | - |" in table
+    assert "paper's protocol" in table

@@ -241,20 +241,35 @@ def test_multi_stage_dropout_needs_two_views(data_dir):
 
 def test_inference_branch(data_dir):
     model, task, _ = build(data_dir, "--fusion", "gsgn", "--inference-branch", "sample",
-                           "--msd-schedule", "1:0.0,0.0;5:0.5,0.5")
-    sample = batch(task, range(8))
+                           "--msd-schedule", "1:0.0,0.0;5:0.3,0.3")
     model.eval()
-    first = _encoder_out(model, sample)["gsgn_branch"][0]
-    second = _encoder_out(model, sample)["gsgn_branch"][0]
-    assert set(first.tolist()) <= {FBANK, UNIT}  # the last stage (0.5, 0.5), not the first
-    model.train()
-    model.eval()  # a new evaluation pass starts from --inference-seed again
-    assert torch.equal(_encoder_out(model, sample)["gsgn_branch"][0], first)
-    assert set(second.tolist()) <= {FBANK, UNIT}  # the generator moves on within one pass
+    full = _encoder_out(model, batch(task, range(8)))
+    ids = full_ids = batch(task, range(8))["id"].tolist()
+    by_id = dict(zip(full_ids, full["gsgn_branch"][0].tolist()))
+    assert set(by_id.values()) == {FBANK, UNIT, FUSION}  # the last stage (0.3, 0.3), not the first
+    # the paper's protocol: each utterance's branch depends on (seed, utterance id) only --
+    # the same one by itself, in another batch, in another order, after eval() again
+    for indices in ([3], [7, 0], [5, 4, 3, 2, 1, 0]):
+        sample = batch(task, indices)
+        for _ in range(2):
+            model.train()
+            model.eval()
+            got = dict(zip(sample["id"].tolist(), _encoder_out(model, sample)["gsgn_branch"][0].tolist()))
+            assert got == {i: by_id[i] for i in got}
+    # the seed changes the draw
+    other, _, _ = build(data_dir, "--fusion", "gsgn", "--inference-branch", "sample", "--inference-seed", "7",
+                        "--msd-schedule", "1:0.0,0.0;5:0.3,0.3")
+    other.eval()
+    assert _encoder_out(other, batch(task, range(8)))["gsgn_branch"][0].tolist() != full["gsgn_branch"][0].tolist()
+    sample = batch(task, range(8))
+    del sample["net_input"]["utt_keys"]
+    with pytest.raises(ValueError, match="needs utt_keys"):
+        _encoder_out(model, sample)
     for name, index in (("fbank", FBANK), ("unit", UNIT), ("fusion", FUSION)):
         m, t, _ = build(data_dir, "--fusion", "gsgn", "--inference-branch", name)
         m.eval()
         assert _encoder_out(m, batch(t))["gsgn_branch"][0].tolist() == [index] * 4
+    assert ids == full_ids
 
 
 def test_noise_modes(data_dir):
@@ -407,3 +422,15 @@ def test_low_precision_forward(data_dir, fusion):
         logits, extra = cast(**net)
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
     assert extra["encoder_out"]["encoder_out"][0].dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("arch", ["s2t_gsgn", "s2t_gsgn_s", "s2t_gsgn_tiny"])
+def test_default_unit_gate_is_one(data_dir, arch):
+    # Eq. 10-11 are derived with g_unit = 1: every arch's default, learned only when asked for
+    args = _args(data_dir, "--fusion", "gsgn", arch=arch)
+    assert args.unit_gate == "one"
+    encoder = S2TGSGNEncoder(args, num_units=K)
+    assert encoder.fusion.unit_gate is None  # no unit-gate parameters at all
+    assert not any(".unit_gate." in n for n, _ in encoder.named_parameters())
+    learned = S2TGSGNEncoder(_args(data_dir, "--fusion", "gsgn", "--unit-gate", "learned", arch="s2t_gsgn_tiny"), K)
+    assert learned.fusion.unit_gate is not None

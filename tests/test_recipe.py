@@ -44,6 +44,13 @@ def test_recipe_all_stages_then_rerun_skips(tmp_path):
         # the table's convergence epoch is the latest averaged one: 2 epochs, 2 averaged
         assert f"| {v} |" in table and table.split(f"| {v} |")[1].split("\n")[0].strip().endswith("| 2 |")
         check_scoring(tmp_path / "data" / "en-de", exp / v, "tst-COMMON")
+    # the multi-stage-dropout model: the paper's protocol, and the fusion input beside it
+    assert "decode gsgn_drop on tst-COMMON (beam 2, lenpen 1.0, inference branch sample)" in p.stdout
+    assert "decode gsgn_drop on tst-COMMON (beam 2, lenpen 1.0, inference branch fusion)" in p.stdout
+    assert "decode fbank on tst-COMMON (beam 2, lenpen 1.0, inference branch fusion)" in p.stdout
+    check_scoring(tmp_path / "data" / "en-de", exp / "gsgn_drop", "tst-COMMON", suffix=".fusion")
+    assert not (exp / "fbank" / "bleu-tst-COMMON.fusion.json").exists()
+    assert "BLEU, fusion input" in table and "paper's protocol" in table
     log_size = (exp / "fbank" / "train.log").stat().st_size
 
     again = _recipe(tmp_path)  # every stage is marked done: nothing is redone
@@ -57,14 +64,14 @@ def test_recipe_rejects_unknown_precision(tmp_path):
     assert p.returncode != 0 and "--precision must be auto, bf16, fp16 or fp32, got 'fp8'" in p.stderr
 
 
-def check_scoring(data, run, split):
+def check_scoring(data, run, split, suffix=""):
     """Stage 4's score is sacreBLEU of the hypotheses against the TSV's original references.
 
     The hypotheses are rebuilt here from the H- lines (SentencePiece pieces), checked against
     the data's SentencePiece model, not taken from the D- lines the scorer reads, so a decode path that mangles
     the text (e.g. SentencePiece decoding twice, which deletes the spaces) fails this check.
     """
-    gen = (run / f"generate-{split}.txt").read_text(encoding="utf-8")
+    gen = (run / f"generate-{split}{suffix}.txt").read_text(encoding="utf-8")
     sp = spm.SentencePieceProcessor(model_file=str(next(data.glob("spm_unigram*_st.model"))))
     pieces = {int(i): h for i, h in re.findall(r"^H-(\d+)\t[^\t]*\t(.*)$", gen, flags=re.M)}
     with open(data / f"{split}_st.tsv", encoding="utf-8", newline="") as f:
@@ -77,7 +84,7 @@ def check_scoring(data, run, split):
         if "<unk>" not in pieces[i]:
             assert hyps[i] == sp.decode(pieces[i].split()).strip()
     expected = sacrebleu.corpus_bleu(hyps, [refs])
-    scored = json.loads((run / f"bleu-{split}.json").read_text())
+    scored = json.loads((run / f"bleu-{split}{suffix}.json").read_text())
     assert scored["bleu"] == round(expected.score, 2), (scored, str(expected))
     assert scored["n_sentences"] == len(refs)
     # decoded once: the H- lines are SentencePiece pieces, and each D- line is exactly their

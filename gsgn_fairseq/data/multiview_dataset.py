@@ -22,7 +22,9 @@ Checks, made when an utterance is loaded (the unit count is only known then) and
 
 The collater pads units with K and adds ``src_units`` (B, T_unit) and ``src_units_lengths``
 (B,) to ``net_input``, in the same (descending FBank length) order as ``src_tokens``, and the
-original ``tgt_text`` of each utterance as ``sample["target_text"]`` (a list). When the
+original ``tgt_text`` of each utterance as ``sample["target_text"]`` (a list), and
+``net_input["utt_keys"]`` (B,), a stable hash of each utterance id that keys the paper's
+inference-branch draw (``modules/branch_sampler.py``). When the
 task has a source dictionary, the transcript (``src_text`` through the optional
 ``src_pre_tokenizer``/``src_bpe_tokenizer``, no EOS) goes to ``sample["source_text"]``
 (B, S) padded with the source dictionary's pad, with ``sample["source_text_lengths"]`` (B,)
@@ -50,6 +52,7 @@ from fairseq.data.audio.speech_to_text_dataset import (
 )
 from torch import Tensor
 
+from ..modules.branch_sampler import utterance_key
 from ..modules.unit_frontend import subsampled_length
 
 logger = logging.getLogger(__name__)
@@ -88,6 +91,7 @@ class MultiviewDatasetItem(SpeechToTextDatasetItem):
     units: Optional[Tensor] = None  # (T_unit,) long
     transcript: Optional[Tensor] = None  # (S,) long, source-dictionary ids, no EOS
     tgt_text: Optional[str] = None  # the original reference (the TSV's tgt_text)
+    utt_key: int = 0  # utterance_key(id): keys the paper's inference-branch draw
 
 
 def resolve_data_root(cfg: S2TDataConfig, data_dir: str) -> Path:
@@ -168,6 +172,7 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         self.src_dict = src_dict
         self.src_pre_tokenizer = src_pre_tokenizer
         self.src_bpe_tokenizer = src_bpe_tokenizer
+        self.utt_keys = [utterance_key(self.utt_id(i)) for i in range(self.n_samples)]
 
     def utt_id(self, index: int) -> str:
         return self.ids[index] if self.ids is not None else f"#{index}"
@@ -208,6 +213,7 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
             units=units,
             transcript=transcript,
             tgt_text=self.tgt_texts[index],
+            utt_key=self.utt_keys[index],
         )
 
     def batch_by_size(self, indices, max_tokens=None, max_sentences=None, required_batch_size_multiple=1):
@@ -233,6 +239,8 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         out["net_input"]["src_units_lengths"] = unit_lengths.index_select(0, order)  # (B,)
         # the original references (validation BLEU scores against them, as test scoring does)
         out["target_text"] = [samples[i].tgt_text for i in order.tolist()]
+        keys = torch.tensor([s.utt_key for s in samples], dtype=torch.long)
+        out["net_input"]["utt_keys"] = keys.index_select(0, order)  # (B,)
         if self.src_dict is not None:
             tokens = fairseq_data_utils.collate_tokens(
                 [s.transcript for s in samples], self.src_dict.pad(), left_pad=False

@@ -219,7 +219,7 @@ class S2TGSGNEncoder(FairseqEncoder):
             logger.info(f"multi-stage dropout: epoch {epoch}: {self.branch_sampler.describe()}")
 
     def train(self, mode: bool = True):
-        self._generators = {}  # each evaluation pass starts from --inference-seed again
+        self._generators = {}  # noise-replace's evaluation noise starts from --inference-seed again
         return super().train(mode)
 
     def _eval_generator(self, device: torch.device, offset: int) -> torch.Generator:
@@ -231,7 +231,9 @@ class S2TGSGNEncoder(FairseqEncoder):
         return self._generators[key]
 
     # ------------------------------------------------------------------ branches
-    def select_branches(self, bsz: int, device: torch.device, force_branch: Optional[str] = None) -> Tensor:
+    def select_branches(
+        self, bsz: int, device: torch.device, force_branch: Optional[str] = None, utt_keys: Optional[Tensor] = None
+    ) -> Tensor:
         """(B,) long branch per utterance (0 fbank, 1 unit, 2 fusion)."""
         if force_branch is not None:
             if force_branch not in BRANCH_NAMES:
@@ -247,8 +249,12 @@ class S2TGSGNEncoder(FairseqEncoder):
                 return self.branch_sampler.sample(bsz, device)
             return torch.full((bsz,), FUSION, dtype=torch.long, device=device)
         if self.inference_branch == "sample":
-            generator = self._eval_generator(torch.device("cpu"), 0)
-            return self.branch_sampler.sample(bsz, device, stage=self.branch_sampler.last_stage, generator=generator)
+            if utt_keys is None:
+                raise ValueError(
+                    "--inference-branch sample draws each utterance's branch from (--inference-seed, utterance id): "
+                    "net_input needs utt_keys (B,), which the multiview dataset's collater adds"
+                )
+            return self.branch_sampler.sample_keyed(utt_keys, self.inference_seed, device)
         return torch.full((bsz,), BRANCH_NAMES.index(self.inference_branch), dtype=torch.long, device=device)
 
     def _noise_like(self, x: Tensor) -> Tensor:
@@ -266,6 +272,7 @@ class S2TGSGNEncoder(FairseqEncoder):
         force_branch: Optional[str] = None,
         gate_injector: Optional[Callable[[Tensor], Tensor]] = None,
         return_all_hiddens: bool = False,
+        utt_keys: Optional[Tensor] = None,
     ) -> Dict[str, List[Tensor]]:
         """
         Args:
@@ -278,6 +285,8 @@ class S2TGSGNEncoder(FairseqEncoder):
             gate_injector: callable ``g_fbank -> g_fbank`` applied once before Eq. 4 by the
                 gated fusions (gsgn, noise-replace); the other fusions ignore it.
             return_all_hiddens: also return every encoder layer's output.
+            utt_keys: (B,) long utterance keys (``branch_sampler.utterance_key``); needed by
+                ``--inference-branch sample`` at evaluation.
 
         Returns:
             fairseq's encoder-output dict plus the ``gsgn_*`` / ``ctc_*`` entries of
@@ -309,7 +318,7 @@ class S2TGSGNEncoder(FairseqEncoder):
             x_unit = self._noise_like(x_fbank).masked_fill(pad3, 0.0)  # (B, T, D), the unit view is noise
 
         # ---- fusion and branch selection
-        branch = self.select_branches(bsz, src_tokens.device, force_branch)  # (B,)
+        branch = self.select_branches(bsz, src_tokens.device, force_branch, utt_keys)  # (B,)
         g_fbank = g_unit = None
         if self.fusion_mode == "fbank":
             x = x_fbank
@@ -424,7 +433,9 @@ class S2TGSGNModel(FairseqEncoderDecoderModel):
         parser.add_argument("--gate-activation", type=str, choices=GATE_ACTIVATIONS,
                             help="gate activation of Eq. 3: 2*sigmoid (range (0,2)) or sigmoid")
         parser.add_argument("--unit-gate", type=str, choices=UNIT_GATES,
-                            help="learned unit gate (Eq. 3) or the constant 1 (Eq. 10-11)")
+                            help="the constant 1 (default: Eq. 10-11 are derived with g_unit = 1) or a "
+                                 "learned unit gate as in Eq. 3 (a deviation: the target then no longer "
+                                 "yields Eq. 10's corrected gradient)")
         parser.add_argument("--multi-stage-dropout", action="store_true",
                             help="sample the fbank/unit/fusion input per utterance during training (Eq. 13)")
         parser.add_argument("--msd-schedule", type=str, metavar="STR",
@@ -533,6 +544,7 @@ class S2TGSGNModel(FairseqEncoderDecoderModel):
         src_units_lengths=None,
         force_branch: Optional[str] = None,
         gate_injector: Optional[Callable[[Tensor], Tensor]] = None,
+        utt_keys: Optional[Tensor] = None,
     ):
         encoder_out = self.encoder(
             src_tokens=src_tokens,
@@ -541,6 +553,7 @@ class S2TGSGNModel(FairseqEncoderDecoderModel):
             src_units_lengths=src_units_lengths,
             force_branch=force_branch,
             gate_injector=gate_injector,
+            utt_keys=utt_keys,
         )
         return self.decoder(prev_output_tokens=prev_output_tokens, encoder_out=encoder_out)
 
@@ -558,7 +571,7 @@ def base_architecture(args):
     # fusion and branches
     args.fusion = getattr(args, "fusion", "gsgn")
     args.gate_activation = getattr(args, "gate_activation", "2sigmoid")
-    args.unit_gate = getattr(args, "unit_gate", "learned")
+    args.unit_gate = getattr(args, "unit_gate", "one")  # Eq. 10-11 are derived with g_unit = 1
     args.multi_stage_dropout = getattr(args, "multi_stage_dropout", False)
     args.msd_schedule = getattr(args, "msd_schedule", DEFAULT_MSD_SCHEDULE)
     args.msd_granularity = getattr(args, "msd_granularity", "utterance")

@@ -13,13 +13,22 @@ The thresholds change with the training epoch by a schedule, written for the com
 
 ``sample_branches`` is a free function so it can be tested alone; ``BranchSampler`` adds the
 schedule, the current stage (set from fairseq's epoch, so a resumed run is in the right stage)
-and the granularity (one draw per utterance, or one per batch). Draws are made on the CPU
-(from the global generator, which fairseq reseeds every update, unless a generator is given)
-and moved to the requested device, so the same seed gives the same branches on any device.
+and the granularity (one draw per utterance, or one per batch). Training draws are made on
+the CPU (from the global generator, which fairseq reseeds every update, unless a generator is
+given) and moved to the requested device, so the same seed gives the same branches on any
+device.
+
+Evaluation with the paper's protocol (``--inference-branch sample``, Sec. III-B: the third
+stage's thresholds) draws each utterance's ``p`` from ``(seed, utterance key)`` alone
+(:func:`keyed_uniform`, a SplitMix64 hash; the key is a hash of the utterance id,
+:func:`utterance_key`), so an utterance takes the same branch at any batch size, in any order,
+in validation, ``--eval-bleu`` and ``fairseq-generate``, however often ``eval()`` is called.
 """
+import hashlib
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -35,6 +44,31 @@ def _check_deltas(delta_fbank: float, delta_unit: float, where: str) -> None:
             raise ValueError(f"{where}: {name} must be in [0, 1], got {d}")
     if delta_fbank + delta_unit > 1.0 + 1e-9:
         raise ValueError(f"{where}: delta_fbank + delta_unit must be <= 1, got {delta_fbank} + {delta_unit}")
+
+
+def utterance_key(utt_id: str) -> int:
+    """A stable 63-bit key of an utterance id (the same in every process and run)."""
+    return int.from_bytes(hashlib.blake2b(utt_id.encode("utf-8"), digest_size=8).digest(), "little") >> 1
+
+
+def keyed_uniform(keys: Tensor, seed: int) -> Tensor:
+    """(n,) float64 CPU draws in [0, 1), each a function of ``(seed, key)`` only (SplitMix64)."""
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps by design
+        z = keys.detach().cpu().numpy().astype(np.uint64) ^ np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return torch.from_numpy((z >> np.uint64(11)).astype(np.float64) / float(2**53))
+
+
+def branches_from_uniform(p: Tensor, delta_fbank: float, delta_unit: float) -> Tensor:
+    """Eq. 13 for given draws ``p`` (n,) in [0, 1): (n,) long FBANK / UNIT / FUSION."""
+    _check_deltas(delta_fbank, delta_unit, "branches_from_uniform")
+    branch = torch.full(p.shape, FUSION, dtype=torch.long)
+    branch[p < delta_fbank + delta_unit] = UNIT
+    branch[p < delta_fbank] = FBANK
+    return branch
 
 
 def sample_branches(
@@ -57,10 +91,7 @@ def sample_branches(
         raise ValueError(f"n must be >= 0, got {n}")
     _check_deltas(delta_fbank, delta_unit, "sample_branches")
     p = torch.rand(n, generator=generator, dtype=torch.float64)  # (n,) in [0, 1)
-    branch = torch.full((n,), FUSION, dtype=torch.long)
-    branch[p < delta_fbank + delta_unit] = UNIT
-    branch[p < delta_fbank] = FBANK
-    return branch
+    return branches_from_uniform(p, delta_fbank, delta_unit)
 
 
 @dataclass(frozen=True)
@@ -155,6 +186,13 @@ class BranchSampler:
         branch = sample_branches(draws, stage.delta_fbank, stage.delta_unit, generator=generator)
         if self.granularity == "batch":
             branch = branch.expand(n).clone()  # (1,) -> (n,)
+        return branch.to(device) if device is not None else branch
+
+    def sample_keyed(self, keys: Tensor, seed: int, device: Optional[torch.device] = None) -> Tensor:
+        """The paper's inference draw: the last stage's thresholds, ``p`` from ``(seed, key)``
+        per utterance (``keys`` (n,) from :func:`utterance_key`), whatever the granularity."""
+        stage = self.last_stage
+        branch = branches_from_uniform(keyed_uniform(keys, seed), stage.delta_fbank, stage.delta_unit)
         return branch.to(device) if device is not None else branch
 
     def describe(self) -> str:

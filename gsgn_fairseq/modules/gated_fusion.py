@@ -13,8 +13,10 @@ Choices:
   ``2sigmoid`` = ``2 * sigmoid(z)``: range (0, 2) and exactly 1 at zero input, so the gate
   can reach every target Eq. 11 produces for ``cos > -|a|/|b|``. ``sigmoid`` reproduces the
   paper's formula literally.
-* ``unit_gate="one"`` fixes ``g_unit = 1`` (the constraint under which Eq. 10-11 are derived);
-  ``"learned"`` computes it as in Eq. 3.
+* ``unit_gate="one"`` (default) fixes ``g_unit = 1``, the constraint under which Eq. 10-11
+  are derived: with it, ``g_fbank = target`` makes the fused gradient ``target * a + b``,
+  Eq. 10's corrected sum. ``"learned"`` computes it as in Eq. 3 (the gradient is then
+  ``g_fbank a + g_unit b``, and hitting the target no longer yields Eq. 10).
 * The two linear maps of each gate carry no bias of their own; the single ``bias_[.]`` of
   Eq. 3 is a separate parameter, so a test can set every weight by hand.
 * Initialisation: Xavier-uniform weights (fairseq's convention for transformer linears) and
@@ -34,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 GATE_ACTIVATIONS = ("2sigmoid", "sigmoid")
-UNIT_GATES = ("learned", "one")
+UNIT_GATES = ("one", "learned")
 
 
 def gate_activation(z: Tensor, activation: str) -> Tensor:
@@ -73,10 +75,10 @@ class GatedFusion(nn.Module):
     Args:
         embed_dim: D, the feature size of both views.
         activation: ``"2sigmoid"`` (default) or ``"sigmoid"``.
-        unit_gate: ``"learned"`` (Eq. 3) or ``"one"`` (``g_unit = 1``, Eq. 10-11).
+        unit_gate: ``"one"`` (``g_unit = 1``, Eq. 10-11; default) or ``"learned"`` (Eq. 3).
     """
 
-    def __init__(self, embed_dim: int, activation: str = "2sigmoid", unit_gate: str = "learned"):
+    def __init__(self, embed_dim: int, activation: str = "2sigmoid", unit_gate: str = "one"):
         super().__init__()
         if embed_dim <= 0:
             raise ValueError(f"embed_dim must be positive, got {embed_dim}")

@@ -14,6 +14,8 @@
 #   2 train    $EXP/{variant}/checkpoint*.pt, train.log (fairseq JSON log), tensorboard/
 #   3 average  $EXP/{variant}/checkpoint_avg$N_AVG.pt (+ .json with the averaged epochs)
 #   4 decode   $EXP/{variant}/generate-{split}.txt, bleu-{split}.json (sacreBLEU and chrF + signatures,
+#              multi-stage-dropout models with the paper's protocol, --inference-branch sample, and
+#              also with the fusion input: generate-{split}.fusion.txt, bleu-{split}.fusion.json;
 #              D- lines against the TSV's tgt_text; no --post-process: config_st.yaml's
 #              bpe_tokenizer already detokenizes, a second SentencePiece pass deletes the spaces)
 #   5 table    $EXP/results.md
@@ -64,7 +66,9 @@ gate_target_interval=10
 n_avg=10
 beam=5
 lenpen=1.0
-inference_branch=fusion
+inference_branch=auto    # auto: the paper's protocol (sample: the third stage's draw per utterance) for the
+                         # multi-stage-dropout variants, each model's own input for the others; or one of
+                         # fusion|fbank|unit|sample for every two-view variant
 num_workers=2
 ctc_weight=0             # > 0: CTC over the source transcript on the acoustic encoder
 eval_bleu=0              # 1: greedy dev BLEU after every epoch (logged as valid_bleu)
@@ -104,6 +108,19 @@ variant_flags() {
     *) echo "unknown variant '$1' (fbank unit gsgn gsgn_drop concat noise_sum noise_replace noise_replace_drop)" >&2; return 1 ;;
   esac
 }
+
+has_msd() { variant_flags "$1" | grep -q -- --multi-stage-dropout; }
+two_view() { case $1 in gsgn*|concat*|noise_replace*) return 0 ;; *) return 1 ;; esac; }
+main_branch() {  # the inference branch of a variant's main decode
+  if [ "$inference_branch" = auto ]; then
+    if has_msd "$1"; then echo sample; else echo fusion; fi
+  elif two_view "$1"; then echo "$inference_branch"
+  else echo fusion; fi  # one-view models have only their own input
+}
+case $inference_branch in
+  auto|fusion|fbank|unit|sample) ;;
+  *) echo "--inference-branch must be auto, fusion, fbank, unit or sample, got '$inference_branch'" >&2; exit 1 ;;
+esac
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ] && ! is_done prep; then
   log "stage 0: prepare $data (fbank, SentencePiece $vocab_size, config)"
@@ -188,16 +205,22 @@ for v in "${variant_list[@]}"; do
   fi
   if [ $stage -le 4 ] && [ $stop_stage -ge 4 ] && ! is_done "decode.$v"; then
     IFS=, read -r -a split_list <<< "$test_splits"
+    # main decode (the table's BLEU) and, for multi-stage-dropout models, the fusion input beside it
+    decodes=("$(main_branch "$v"):")
+    has_msd "$v" && decodes+=("fusion:.fusion")
     for s in "${split_list[@]}"; do
-      log "stage 4: decode $v on $s (beam $beam, lenpen $lenpen, inference branch $inference_branch)"
-      "$BIN/fairseq-generate" "$data" --user-dir "$ROOT_DIR/gsgn_fairseq" \
-        --task speech_to_text_multiview --config-yaml config_st.yaml --num-units "$n_clusters" \
-        --gen-subset "${s}_st" --path "$run/checkpoint_avg$n_avg.pt" \
-        --model-overrides "{'inference_branch': '$inference_branch'}" \
-        --beam "$beam" --lenpen "$lenpen" --max-tokens 50000 --required-batch-size-multiple 1 --scoring sacrebleu \
-        > "$run/generate-$s.txt"
-      "$PY" "$ROOT_DIR/scripts/score_generate.py" "$run/generate-$s.txt" --tsv "$data/${s}_st.tsv" \
-        --json "$run/bleu-$s.json"
+      for d in "${decodes[@]}"; do
+        branch=${d%%:*}; suffix=${d#*:}
+        log "stage 4: decode $v on $s (beam $beam, lenpen $lenpen, inference branch $branch)"
+        "$BIN/fairseq-generate" "$data" --user-dir "$ROOT_DIR/gsgn_fairseq" \
+          --task speech_to_text_multiview --config-yaml config_st.yaml --num-units "$n_clusters" \
+          --gen-subset "${s}_st" --path "$run/checkpoint_avg$n_avg.pt" \
+          --model-overrides "{'inference_branch': '$branch'}" \
+          --beam "$beam" --lenpen "$lenpen" --max-tokens 50000 --required-batch-size-multiple 1 --scoring sacrebleu \
+          > "$run/generate-$s$suffix.txt"
+        "$PY" "$ROOT_DIR/scripts/score_generate.py" "$run/generate-$s$suffix.txt" --tsv "$data/${s}_st.tsv" \
+          --json "$run/bleu-$s$suffix.json"
+      done
     done
     done_mark "decode.$v"
   fi
