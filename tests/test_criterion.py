@@ -19,11 +19,11 @@ from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.logging import metrics
 from fairseq.models import BaseFairseqModel
 
-from gsgn_fairseq.criterions import label_smoothed_cross_entropy_with_gate as gate_module
 from gsgn_fairseq.criterions.label_smoothed_cross_entropy_with_gate import (
     LabelSmoothedCrossEntropyWithGateCriterion,
     LabelSmoothedCrossEntropyWithGateCriterionConfig,
 )
+from gsgn_fairseq.modules import gate_targets as gate_module
 from gsgn_fairseq.modules.gate_target import (
     factorized_inner_products,
     gate_target_from_inner_products,
@@ -55,6 +55,7 @@ class FakeGSGN(BaseFairseqModel):
         self.gate_f = nn.Linear(D, D, bias=False)
         self.gate_u = nn.Linear(D, D)
         self.encoder = nn.Module()
+        self.encoder.time_first_layers = False  # its layers see (B, T, D)
         self.encoder.acoustic_layers = nn.ModuleList([nn.Linear(D, D) for _ in range(n_layers)])
         for layer in self.encoder.acoustic_layers:
             nn.init.normal_(layer.weight, std=0.3)
@@ -108,6 +109,18 @@ class FakeGSGN(BaseFairseqModel):
             enc["ctc_logits"] = [self.ctc_proj(h).transpose(0, 1)]  # T x B x V
             enc["ctc_padding_mask"] = [padding]
         return dec, {"encoder_out": enc}
+
+    def get_ctc_output(self, net_output, sample=None):
+        enc = net_output[1]["encoder_out"]
+        if "ctc_logits" not in enc:
+            raise ValueError("the model has no CTC head")
+        lengths = (~enc["ctc_padding_mask"][0]).long().sum(-1)
+        return F.log_softmax(enc["ctc_logits"][0].float(), dim=-1), lengths
+
+    def get_ctc_target(self, sample):
+        if "source_text" not in sample:
+            raise ValueError("sample has no 'source_text'")
+        return sample["source_text"], sample["source_text_lengths"]
 
     def get_normalized_probs(self, net_output, log_probs, sample=None):
         if self.linear:
@@ -297,7 +310,7 @@ def test_ignore_grad_gives_zero_gate_gradient(gate_target):
 
 def test_backward_order_probe_and_delta_before_injection(monkeypatch):
     events = []
-    state_cls = gate_module._FactorizedGateState
+    state_cls = gate_module._FactorizedState
     probe_backward = gate_module._LossProbe.backward
     capture, gate_grad = state_cls.capture_delta, state_cls.gate_grad
 
@@ -332,9 +345,9 @@ def test_injector_without_probe_is_detected():
     # a loss built from the model output but without the criterion's probe term
     injector = gate_module.GateInjector()
     out = model(**sample["net_input"], gate_injector=injector)
-    views = gate_module._GateViews(out[1]["encoder_out"])
-    stats = crit._gate_stats_init(views, loss)
-    injector.state.arm(views, 1.0, 10, False, None, stats, loss.detach().clone())
+    views = gate_module.GateViews(out[1]["encoder_out"])
+    stats = gate_module.init_stats(views, loss.device)
+    injector.state.arm(views, 10.0, False, None, stats, loss.detach().clone())
     plain, _ = crit.compute_loss(model, out, sample)
     with pytest.raises(RuntimeError, match="probe"):
         plain.backward()
@@ -358,13 +371,13 @@ def test_exact_target_interval_reuses_the_last_target(monkeypatch):
     model = FakeGSGN(BRANCHES, seed=10).double().train()
     crit = make_criterion(gate_target="exact", gate_target_interval=3)
     computed = []
-    orig = crit.exact_target
+    orig = crit.strategy.batch_target
 
     def spy(*args, **kwargs):
-        computed.append(crit._update_counter())
+        computed.append(crit._num_updates)
         return orig(*args, **kwargs)
 
-    monkeypatch.setattr(crit, "exact_target", spy)
+    monkeypatch.setattr(crit.strategy, "batch_target", spy)
     logs = []
     for update in range(7):
         crit.set_num_updates(update)
@@ -380,8 +393,8 @@ def test_exact_target_interval_without_update_numbers_counts_forwards(monkeypatc
     model = FakeGSGN(BRANCHES, seed=11).double().train()
     crit = make_criterion(gate_target="exact", gate_target_interval=2)
     computed = []
-    orig = crit.exact_target
-    monkeypatch.setattr(crit, "exact_target", lambda *a, **k: computed.append(1) or orig(*a, **k))
+    orig = crit.strategy.batch_target
+    monkeypatch.setattr(crit.strategy, "batch_target", lambda *a, **k: computed.append(1) or orig(*a, **k))
     for _ in range(5):
         crit(model, make_sample())
     assert len(computed) == 3
@@ -396,7 +409,7 @@ def test_reference_regex_matching_nothing_is_an_error():
 
 def test_default_reference_regex_selects_the_first_layer():
     crit = make_criterion(gate_reference_params=r"^encoder\.acoustic_layers\.0\.")
-    names = [n for n, _ in crit.reference_parameters(FakeGSGN(BRANCHES))]
+    names = [n for n, _ in crit.strategy.reference_parameters(FakeGSGN(BRANCHES))]
     assert names == ["encoder.acoustic_layers.0.weight", "encoder.acoustic_layers.0.bias"]
 
 
@@ -411,8 +424,10 @@ def test_no_fusion_utterance_gives_no_gate_loss():
 
 
 def test_bad_configurations_are_errors():
-    with pytest.raises(ValueError, match="factorized"):
-        make_criterion(gate_target="exact", gate_target_granularity="utterance")
+    with pytest.raises(ValueError, match="granularity"):
+        make_criterion(gate_target="exact", gate_target_granularity="sentence")
+    with pytest.raises(ValueError, match="--gate-target must be one of"):
+        make_criterion(gate_target="guess")
     with pytest.raises(ValueError, match="interval"):
         make_criterion(gate_target_interval=0)
     with pytest.raises(ValueError, match="gate-reference-params"):
@@ -485,10 +500,10 @@ def test_ctc_loss_over_source_text():
     assert "ctc_loss" in agg
 
     no_ctc = FakeGSGN(BRANCHES).double().train()
-    with pytest.raises(ValueError, match="ctc_logits"):
+    with pytest.raises(ValueError, match="no CTC head"):
         crit(no_ctc, sample)
     del sample["source_text"]
-    with pytest.raises(KeyError, match="source_text"):
+    with pytest.raises(ValueError, match="source_text"):
         crit(model, sample)
 
 
@@ -687,3 +702,126 @@ def test_real_model_low_precision(tiny_gsgn, mode, precision):
     assert log["gate_target_sum"].item() == pytest.approx(ref["gate_target_sum"].item(), abs=0.02)
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+# ------------------------------------------------------------ per-utterance exact targets
+
+
+@pytest.mark.parametrize("linear", [True, False])
+def test_utterance_exact_targets_equal_exact_targets_of_single_utterances(linear):
+    sample = make_sample(seed=17)
+    model = FakeGSGN(BRANCHES, seed=17, linear=linear).double().train()
+    crit = make_criterion(gate_target="exact", gate_target_granularity="utterance",
+                          gate_reference_params=r"^encoder\.acoustic_layers\.0\.")
+    loss, _, log = crit(model, sample)
+    assert log["gate_cos_count"].item() == 3  # the three fusion utterances
+    target, cos, counted = crit.strategy._cached
+    assert counted.tolist() == [True, False, True, False, True]
+    assert target[1].item() == target[3].item() == 1.0
+    for i in (0, 2, 4):  # the same target as a batch of that utterance alone
+        only_i = [2 if j == i else 0 for j in range(B)]
+        single = FakeGSGN(only_i, seed=17, linear=linear).double().train()
+        _, _, log_i = make_criterion(gate_target="exact", gate_reference_params=r"^encoder\.acoustic_layers\.0\.")(
+            single, sample)
+        t_i, c_i = measured(log_i)
+        assert target[i].item() == pytest.approx(t_i, abs=1e-6)  # logged stats are float32
+        assert cos[i].item() == pytest.approx(c_i, abs=1e-6)
+    loss.backward()
+
+
+def test_utterance_exact_equals_utterance_factorized_on_linear_residual_network():
+    sample = make_sample(seed=18)
+    model = FakeGSGN(BRANCHES, seed=18).double().train()
+    ref = r"^encoder\.acoustic_layers\.0\.weight$"
+    _, _, log_exact = make_criterion(gate_target="exact", gate_target_granularity="utterance",
+                                     gate_reference_params=ref)(model, sample)
+    loss, _, log_fact = make_criterion(gate_target="factorized", gate_target_granularity="utterance",
+                                       gate_reference_params=ref)(model, sample)
+    loss.backward()
+    for key in ("gate_cos_sum", "gate_target_sum", "gate_conflict", "gate_cos_count"):
+        assert log_exact[key].item() == pytest.approx(log_fact[key].item(), abs=1e-6), key
+    assert log_exact["gate_conflict"].item() > 0
+
+
+def test_utterance_exact_target_interval_applies_on_due_updates_only():
+    model = FakeGSGN(BRANCHES, seed=19).double().train()
+    crit = make_criterion(gate_target="exact", gate_target_granularity="utterance", gate_target_interval=2)
+    counts = []
+    for update in range(4):
+        crit.set_num_updates(update)
+        loss, _, log = crit(model, make_sample(seed=update))
+        counts.append((log["gate_cos_count"].item(), log["gate_elems"].item() > 0))
+    assert counts == [(3, True), (0, False), (3, True), (0, False)]
+
+
+# ---------------------------------------------- the gate loss trains, and what it reaches
+
+
+def _grads(model, crit, sample):
+    model.zero_grad()
+    loss, _, _ = crit(model, sample)
+    loss.backward()
+    return param_grads(model)
+
+
+@pytest.mark.parametrize("mode,granularity", [("exact", "batch"), ("exact", "utterance"),
+                                              ("factorized", "batch"), ("factorized", "utterance")])
+def test_gate_loss_moves_the_gate_parameters(mode, granularity):
+    """The gate parameters' gradient is CE's plus exactly d(w N MSE(g, target))/dW: a gate
+    loss that was detached (or dropped) fails this."""
+    sample = make_sample(seed=20)
+    model = FakeGSGN(BRANCHES, seed=20, linear=False).double().train()
+    kw = dict(gate_target=mode, gate_target_granularity=granularity, gate_reference_params=r"^encoder\.acoustic_layers\.0\.")
+    with_gate = _grads(model, make_criterion(gate_loss_weight=1.0, **kw), sample)
+    crit = make_criterion(gate_loss_weight=0.0, **kw)
+    without = _grads(model, crit, sample)
+    # the explicit gradient of the gate term, with the target the criterion used
+    crit1 = make_criterion(gate_loss_weight=1.0, **kw)
+    loss, _, log = crit1(model, sample)
+    loss.backward()
+    n = log["gate_cos_count"].item()
+    assert n > 0 and log["gate_sq_err"].item() > 0
+    delta = {k: with_gate[k] - without[k] for k in with_gate}
+    for name in ("gate_f.weight", "gate_u.weight", "gate_u.bias"):
+        assert delta[name].abs().max().item() > 1e-8, name
+
+
+def test_gate_loss_gradient_reaches_the_views_of_the_real_model(tiny_gsgn):
+    """Eq. 12 adds L_gate to the loss: its gradient reaches the gate and, through g_fbank's
+    inputs, both front ends (FBank subsampler, unit embedding), not the decoder."""
+    build, dataset = tiny_gsgn
+    sample = _real_sample(dataset, range(6))
+    grads = {}
+    for weight in (0.0, 1.0):
+        args, task = build("--gate-target", "exact", "--gate-loss-weight", str(weight))
+        torch.manual_seed(0)
+        model = task.build_model(args).train()
+        grads[weight] = _grads(model, task.build_criterion(args), sample)
+    diff = {k: (grads[1.0][k] - grads[0.0][k]).abs().max().item() for k in grads[1.0]}
+    for prefix in ("encoder.fusion.fbank_gate.", "encoder.subsample.", "encoder.unit_frontend."):
+        assert max(v for k, v in diff.items() if k.startswith(prefix)) > 1e-7, prefix
+    assert max(v for k, v in diff.items() if k.startswith("decoder.")) == 0.0
+
+
+def test_real_model_utterance_exact_targets(tiny_gsgn):
+    """Per-utterance targets from the reference layer's linear maps (fairseq attention made to
+    run its projection modules) equal batch targets of each utterance alone over the same
+    parameters."""
+    build, dataset = tiny_gsgn
+    ref = r"^encoder\.acoustic_layers\.0\.(self_attn\.(q|k|v|out)_proj|fc1|fc2)\."
+    args, task = build("--gate-target", "exact", "--gate-target-granularity", "utterance",
+                       "--gate-reference-params", ref)
+    torch.manual_seed(0)
+    model = task.build_model(args).train()
+    crit = task.build_criterion(args)
+    sample = _real_sample(dataset, range(5))
+    loss, _, log = crit(model, sample)
+    loss.backward()
+    target, cos, counted = crit.strategy._cached
+    assert counted.all() and log["gate_cos_count"].item() == 5
+    batch_args, _ = build("--gate-target", "exact", "--gate-reference-params", ref)
+    single = task.build_criterion(batch_args)
+    for i in range(5):
+        _, _, log_i = single(model, _real_sample(dataset, [int(sample["id"][i])]))
+        assert cos[i].item() == pytest.approx(log_i["gate_cos_sum"].item(), abs=1e-4)
+        assert target[i].item() == pytest.approx(log_i["gate_target_sum"].item(), abs=1e-4)

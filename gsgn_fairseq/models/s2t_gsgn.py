@@ -87,6 +87,7 @@ logger = logging.getLogger(__name__)
 FUSIONS = ("fbank", "unit", "gsgn", "concat", "noise-sum", "noise-replace")
 TWO_VIEW_FUSIONS = ("gsgn", "concat", "noise-replace")  # the ones with three branches
 INFERENCE_BRANCHES = ("fusion", "fbank", "unit", "sample")
+ADAPTERS = ("linear-ln", "none")
 # The branch each mode's own input counts as.
 NATURAL_BRANCH = {"fbank": FBANK, "noise-sum": FBANK, "unit": UNIT, "gsgn": FUSION, "concat": FUSION, "noise-replace": FUSION}
 
@@ -199,7 +200,13 @@ class S2TGSGNEncoder(FairseqEncoder):
         self.padding_idx = 1  # for the positional embedding of the padding mask, as in s2t_transformer
         self.embed_positions = PositionalEmbedding(args.max_source_positions, D, self.padding_idx)
         self.acoustic_layers = nn.ModuleList([TransformerEncoderLayer(args) for _ in range(args.acoustic_encoder_layers)])
-        self.acoustic_layer_norm = LayerNorm(D) if args.encoder_normalize_before else None
+        self.adapter_mode = getattr(args, "adapter", "linear-ln")
+        if self.adapter_mode not in ADAPTERS:
+            raise ValueError(f"--adapter must be one of {ADAPTERS}, got {self.adapter_mode!r}")
+        # the acoustic stack's own final LayerNorm feeds the adapter (and CTC); without an
+        # adapter the residual stream runs on into the textual layers, and only CTC reads it
+        needs_acoustic_norm = self.adapter_mode != "none" or args.use_ctc
+        self.acoustic_layer_norm = LayerNorm(D) if args.encoder_normalize_before and needs_acoustic_norm else None
         self.ctc_proj = None
         if args.use_ctc:
             if src_dict is None:
@@ -207,7 +214,7 @@ class S2TGSGNEncoder(FairseqEncoder):
                     "--use-ctc needs a source dictionary: set src_vocab_filename (and src_bpe_tokenizer) in the data config"
                 )
             self.ctc_proj = nn.Linear(D, len(src_dict))
-        self.adapter = Adapter(D, args.dropout)
+        self.adapter = Adapter(D, args.dropout) if self.adapter_mode == "linear-ln" else None
         self.textual_layers = nn.ModuleList([TransformerEncoderLayer(args) for _ in range(args.textual_encoder_layers)])
         self.layer_norm = LayerNorm(D) if args.encoder_normalize_before else None
 
@@ -352,12 +359,12 @@ class S2TGSGNEncoder(FairseqEncoder):
                 x = ref_out.transpose(0, 1)  # (B, T, D) -> (T, B, D)
             if return_all_hiddens:
                 encoder_states.append(x)
-        if self.acoustic_layer_norm is not None:
-            x = self.acoustic_layer_norm(x)
-        ctc_logits = self.ctc_proj(x) if self.ctc_proj is not None else None  # (T, B, V_src)
+        acoustic = self.acoustic_layer_norm(x) if self.acoustic_layer_norm is not None else x
+        ctc_logits = self.ctc_proj(acoustic) if self.ctc_proj is not None else None  # (T, B, V_src)
 
         # ---- adapter + textual encoder
-        x = self.adapter(x)  # (T, B, D)
+        if self.adapter is not None:
+            x = self.adapter(acoustic)  # (T, B, D)
         for layer in self.textual_layers:
             x = layer(x, padding_mask)  # (T, B, D)
             if return_all_hiddens:
@@ -447,6 +454,9 @@ class S2TGSGNModel(FairseqEncoderDecoderModel):
                                  "schedule stage and --inference-seed (the paper's)")
         parser.add_argument("--inference-seed", type=int, metavar="N",
                             help="seed of --inference-branch sample and of noise-replace noise at evaluation")
+        parser.add_argument("--adapter", type=str, choices=ADAPTERS,
+                            help="between the acoustic and textual encoders: linear-ln (LayerNorm, Linear, "
+                                 "LayerNorm, dropout) or none (one residual stream through both stacks)")
         parser.add_argument("--use-ctc", action="store_true",
                             help="CTC projection over the source dictionary on the acoustic encoder output "
                                  "(weight: the criterion's --ctc-weight)")
@@ -578,6 +588,7 @@ def base_architecture(args):
     args.inference_branch = getattr(args, "inference_branch", "fusion")
     args.inference_seed = getattr(args, "inference_seed", 1)
     args.use_ctc = getattr(args, "use_ctc", False)
+    args.adapter = getattr(args, "adapter", "linear-ln")
     # transformer
     args.encoder_embed_dim = getattr(args, "encoder_embed_dim", 512)
     args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", 2048)

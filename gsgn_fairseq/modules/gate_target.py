@@ -10,7 +10,9 @@ re-weighting of ``a``, so the ideal FBank gate is (Eq. 11)::
              1 - |b| cos / |a|      otherwise  (= 1 - <a, b> / |a|^2 > 1)
 
 Everything here is a free function of tensors, testable alone (like fairseq's
-``label_smoothed_nll_loss``). The scalar arithmetic runs in float64, so neither fp16 inputs
+``label_smoothed_nll_loss``): the target (Eq. 8-11), the inner products of linear-map weight
+gradients that both target modes need (Eq. 6-7, per utterance or pooled), and Eq. 12's
+masked MSE. The scalar arithmetic runs in float64, so neither fp16 inputs
 nor tiny gradient norms lose the target.
 """
 from typing import Optional, Tuple
@@ -77,6 +79,71 @@ def gate_target(
     )
 
 
+def linear_grad_inner_products(
+    dy_a: Tensor,
+    x_a: Tensor,
+    dy_b: Tensor,
+    x_b: Tensor,
+    mask: Optional[Tensor] = None,
+    per_utterance: bool = False,
+    method: str = "auto",
+    bias: bool = False,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """``<a, b>``, ``|a|^2``, ``|b|^2`` for the weight gradients of one linear map ``y = W x``
+    under two passes: ``a = sum_t dy_a,t ⊗ x_a,t``, ``b = sum_t dy_b,t ⊗ x_b,t`` (each
+    ``D_out x D_in``), summed over the unmasked frames of each utterance (``per_utterance``,
+    the per-sample-gradient trick) or of the whole batch. With ``bias`` the bias gradients
+    ``sum_t dy_t`` are included (``<a, b>`` gains ``<sum dy_a, sum dy_b>``).
+
+    Methods: ``outer`` materializes ``a`` and ``b`` (``O(T D^2)`` time, ``D^2`` memory per
+    group); ``gram`` uses ``<a, b> = sum_{t,s} (dy_a,t . dy_b,s)(x_a,t . x_b,s)``, the
+    Frobenius product of two ``T x T`` Gram matrices (``O(T^2 D)`` time, ``T^2`` memory);
+    ``auto`` picks ``gram`` when ``T < D`` for ``per_utterance`` and ``outer`` for a pooled
+    batch. Computed in float32 (float64 inputs stay float64) with autocast off.
+
+    Args:
+        dy_a, dy_b: ``(B, T, D_out)`` output gradients; x_a, x_b: ``(B, T, D_in)`` inputs.
+        mask: ``(B, T)`` bool, True at frames that count; None = all frames.
+    Returns:
+        ``(ab, aa, bb)``: shape ``(B,)`` if ``per_utterance`` else ``()``.
+    """
+    if method not in ("auto", "outer", "gram"):
+        raise ValueError(f"linear_grad_inner_products: unknown method {method!r}")
+    if x_a.shape != x_b.shape or dy_a.shape != dy_b.shape or dy_a.shape[:2] != x_a.shape[:2]:
+        raise ValueError(
+            "linear_grad_inner_products: shapes disagree: dy_a "
+            f"{tuple(dy_a.shape)}, x_a {tuple(x_a.shape)}, dy_b {tuple(dy_b.shape)}, x_b {tuple(x_b.shape)}"
+        )
+    with torch.autocast(device_type=dy_a.device.type, enabled=False):
+        dtype = torch.promote_types(dy_a.dtype, torch.float32)  # float32, or float64 kept
+        tensors = [t.to(dtype) for t in (dy_a, x_a, dy_b, x_b)]
+        if mask is not None:
+            keep = mask.unsqueeze(-1)  # B x T x 1; masked_fill, not multiply: padding may hold inf/nan
+            tensors = [t.masked_fill(~keep, 0.0) for t in tensors]
+        dy_a, x_a, dy_b, x_b = tensors
+        B, T, D_out = dy_a.shape
+        D_in = x_a.size(-1)
+        if not per_utterance:  # pool every frame of the batch into one group
+            dy_a, dy_b = dy_a.reshape(1, B * T, D_out), dy_b.reshape(1, B * T, D_out)
+            x_a, x_b = x_a.reshape(1, B * T, D_in), x_b.reshape(1, B * T, D_in)
+            T = B * T
+        if method == "gram" or (method == "auto" and per_utterance and T < max(D_out, D_in)):
+            def frob(d1, x1, d2, x2):
+                return (torch.bmm(d1, d2.transpose(1, 2)) * torch.bmm(x1, x2.transpose(1, 2))).sum((1, 2))
+
+            ab, aa, bb = frob(dy_a, x_a, dy_b, x_b), frob(dy_a, x_a, dy_a, x_a), frob(dy_b, x_b, dy_b, x_b)
+        else:
+            a = torch.bmm(dy_a.transpose(1, 2), x_a)  # G x D_out x D_in
+            b = torch.bmm(dy_b.transpose(1, 2), x_b)
+            ab, aa, bb = (a * b).sum((1, 2)), (a * a).sum((1, 2)), (b * b).sum((1, 2))
+        if bias:
+            sa, sb = dy_a.sum(1), dy_b.sum(1)  # G x D_out
+            ab, aa, bb = ab + (sa * sb).sum(-1), aa + (sa * sa).sum(-1), bb + (sb * sb).sum(-1)
+    if not per_utterance:
+        ab, aa, bb = ab[0], aa[0], bb[0]
+    return ab, aa, bb
+
+
 def factorized_inner_products(
     delta: Tensor,
     x_fbank: Tensor,
@@ -89,63 +156,37 @@ def factorized_inner_products(
 
     For a layer ``h_1 = W x + ...`` with output gradient ``delta_t = dL/dh_1,t`` (the
     input-independent factor), the gradient that view ``v`` alone gives ``W`` is
-    ``sum_t delta_t x_v,t^T``; so ``a = sum_t delta_t ⊗ x_fbank,t`` and
-    ``b = sum_t delta_t ⊗ x_unit,t`` (each ``D_out x D_in``), summed over the unmasked frames
-    of one utterance (``per_utterance``) or of the whole batch.
-
-    Methods: ``outer`` materializes ``a`` and ``b`` (``O(T D^2)`` time, ``D^2`` memory per
-    group); ``gram`` uses ``<a, b> = sum_{t,s} (delta_t . delta_s)(x_f,t . x_u,s)``, i.e. the
-    Frobenius product of two ``T x T`` Gram matrices (``O(T^2 D)`` time, ``T^2`` memory);
-    ``auto`` picks ``gram`` when ``T < D`` for ``per_utterance`` and ``outer`` for a pooled
-    batch (one ``D x D`` matrix, independent of the number of frames). Computed in float32
-    (float64 inputs stay float64) with autocast off.
+    ``sum_t delta_t x_v,t^T``: :func:`linear_grad_inner_products` with the same ``delta`` for
+    both views, ``a = sum_t delta_t ⊗ x_fbank,t`` and ``b = sum_t delta_t ⊗ x_unit,t``.
 
     Args:
         delta: ``(B, T, D_out)``; x_fbank, x_unit: ``(B, T, D_in)``.
-        mask: ``(B, T)`` bool, True at frames that count; None = all frames.
-        per_utterance: one result per utterance ``(B,)`` instead of a scalar.
-        method: ``auto`` | ``outer`` | ``gram``.
+        mask, per_utterance, method: see :func:`linear_grad_inner_products`.
     Returns:
         ``(ab, aa, bb)``: shape ``(B,)`` if ``per_utterance`` else ``()``.
     """
-    if method not in ("auto", "outer", "gram"):
-        raise ValueError(f"factorized_inner_products: unknown method {method!r}")
     if x_fbank.shape != x_unit.shape or delta.shape[:2] != x_fbank.shape[:2]:
         raise ValueError(
             "factorized_inner_products: shapes disagree: delta "
             f"{tuple(delta.shape)}, x_fbank {tuple(x_fbank.shape)}, x_unit {tuple(x_unit.shape)}"
         )
-    with torch.autocast(device_type=delta.device.type, enabled=False):
-        dtype = torch.promote_types(delta.dtype, torch.float32)  # float32, or float64 kept
-        delta, x_f, x_u = delta.to(dtype), x_fbank.to(dtype), x_unit.to(dtype)
-        if mask is not None:
-            keep = mask.unsqueeze(-1)  # B x T x 1
-            # masked_fill, not multiply: padded frames may hold inf/nan
-            delta = delta.masked_fill(~keep, 0.0)
-            x_f = x_f.masked_fill(~keep, 0.0)
-            x_u = x_u.masked_fill(~keep, 0.0)
-        B, T, D_out = delta.shape
-        D_in = x_f.size(-1)
-        if not per_utterance:
-            # pool every frame of the batch into one group: a = Delta^T X (D_out x D_in)
-            delta = delta.reshape(1, B * T, D_out)
-            x_f = x_f.reshape(1, B * T, D_in)
-            x_u = x_u.reshape(1, B * T, D_in)
-            T = B * T
-        if method == "gram" or (method == "auto" and per_utterance and T < max(D_out, D_in)):
-            g_dd = torch.bmm(delta, delta.transpose(1, 2))  # G x T x T
-            g_ff = torch.bmm(x_f, x_f.transpose(1, 2))
-            g_uu = torch.bmm(x_u, x_u.transpose(1, 2))
-            g_fu = torch.bmm(x_f, x_u.transpose(1, 2))
-            ab = (g_dd * g_fu).sum((1, 2))
-            aa = (g_dd * g_ff).sum((1, 2))
-            bb = (g_dd * g_uu).sum((1, 2))
-        else:
-            a = torch.bmm(delta.transpose(1, 2), x_f)  # G x D_out x D_in
-            b = torch.bmm(delta.transpose(1, 2), x_u)
-            ab = (a * b).sum((1, 2))
-            aa = (a * a).sum((1, 2))
-            bb = (b * b).sum((1, 2))
-    if not per_utterance:
-        ab, aa, bb = ab[0], aa[0], bb[0]
-    return ab, aa, bb
+    return linear_grad_inner_products(delta, x_fbank, delta, x_unit, mask, per_utterance, method)
+
+
+def masked_squared_error(g: Tensor, target: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Eq. 12's MSE(g_fbank, target) over the frames of ``mask``, as its parts.
+
+    Args:
+        g: ``(B, T, D)`` gate values; target: a scalar or ``(B,)`` (one per utterance);
+        mask: ``(B, T)`` bool, True at the frames that count.
+    Returns:
+        ``(g - target)`` (0 outside ``mask``), its summed square, and the element count
+        (``MSE = sum / count``); in float32 at least.
+    """
+    g = g.to(torch.promote_types(g.dtype, torch.float32))
+    target = target.to(g.dtype)
+    if target.dim() == 1:
+        target = target.view(-1, 1, 1)
+    diff = torch.where(mask.unsqueeze(-1), g - target, torch.zeros_like(g))
+    elems = mask.sum() * g.size(-1)
+    return diff, diff.pow(2).sum(), elems
