@@ -8,8 +8,10 @@ writes PNGs:
 
 - ``learning_curves.png``: dev loss (and dev BLEU when logged) against epoch, one line per
   run (the paper's Fig. 1a / 5);
-- ``gradient_conflict.png``: ``grad_cos`` and ``conflict_pct`` against update (Fig. 3);
-- ``gate_means.png``: ``g_fbank_mean`` (and ``g_unit_mean``) against update (Fig. 4).
+- ``gradient_conflict.png``: ``grad_cos``, ``grad_cos_pos`` (mean over cos > 0),
+  ``conflict_pct`` and ``gate_target`` against update (Fig. 3);
+- ``gate_means.png``: ``g_fbank_mean``, ``g_fbank_gt1_pct`` (and ``g_unit_mean``) against
+  update (Fig. 4).
 
 A figure whose metrics no run logged is skipped with a message.
 
@@ -102,11 +104,13 @@ def plot_all(logs: Dict[str, Path], out_dir: Path) -> List[Path]:
             ("valid", "epoch", "valid_loss", "dev loss"),
             ("valid", "epoch", "valid_bleu", "dev BLEU"),
         ]),
-        ("gradient_conflict.png", "Gradient conflict between the views (reference layer)", [
+        ("gradient_conflict.png", "Gradient conflict between the views (reference layer; paper Fig. 3)", [
             ("train_inner", "num_updates", "grad_cos", "cos(dL_fbank/dW, dL_unit/dW)"),
+            ("train_inner", "num_updates", "grad_cos_pos", "mean cos over cos > 0"),
             ("train_inner", "num_updates", "conflict_pct", "% conflicting (cos < 0)"),
+            ("train_inner", "num_updates", "gate_target", "mean gate target"),
         ]),
-        ("gate_means.png", "GSGN gates", [
+        ("gate_means.png", "GSGN gates (paper Fig. 4)", [
             ("train_inner", "num_updates", "g_fbank_mean", "mean g_fbank"),
             ("train_inner", "num_updates", "g_fbank_gt1_pct", "% g_fbank > 1"),
             ("train_inner", "num_updates", "g_unit_mean", "mean g_unit"),

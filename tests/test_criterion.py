@@ -596,6 +596,7 @@ def tiny_gsgn(tmp_path_factory):
         return args, task
 
     args, task = build()
+    task.build_model(args)  # sets the views' alignment rule of the dataset
     return build, task.datasets["train"]
 
 
@@ -798,7 +799,7 @@ def test_gate_loss_gradient_reaches_the_views_of_the_real_model(tiny_gsgn):
         model = task.build_model(args).train()
         grads[weight] = _grads(model, task.build_criterion(args), sample)
     diff = {k: (grads[1.0][k] - grads[0.0][k]).abs().max().item() for k in grads[1.0]}
-    for prefix in ("encoder.fusion.fbank_gate.", "encoder.subsample.", "encoder.unit_frontend."):
+    for prefix in ("encoder.frontend.fusion.gate.fbank_gate.", "encoder.frontend.subsample.", "encoder.frontend.unit_frontend."):
         assert max(v for k, v in diff.items() if k.startswith(prefix)) > 1e-7, prefix
     assert max(v for k, v in diff.items() if k.startswith("decoder.")) == 0.0
 

@@ -29,7 +29,12 @@ def _args(data_dir, *extra, arch="s2t_gsgn_tiny"):
     return options.parse_args_and_arch(parser, argv)
 
 
+NOISE = ("noise-sum", "noise-replace")
+
+
 def build(data_dir, *extra):
+    if any(f in extra for f in NOISE) and not any(str(e).startswith("--noise-range") for e in extra):
+        extra = (*extra, "--noise-range=-0.5,0.5")  # "=": the value starts with a minus
     args = _args(data_dir, *extra)
     task = tasks.setup_task(args)
     task.load_dataset("train")
@@ -45,7 +50,7 @@ def batch(task, indices=(0, 1, 2, 3)):
 
 def _encoder_out(model, sample, **kw):
     net_input = {k: v for k, v in sample["net_input"].items() if k != "prev_output_tokens"}
-    return model.encoder(**net_input, **kw)
+    return model.encoder(**net_input, return_views=True, **kw)
 
 
 MODES = [(f, False) for f in FUSIONS] + [(f, True) for f in TWO_VIEW_FUSIONS]
@@ -77,7 +82,7 @@ def test_units_required_unless_fbank_only(data_dir):
         model(**net)
     fbank_only, task, _ = build(data_dir, "--fusion", "fbank")
     net = {k: v for k, v in batch(task)["net_input"].items() if k not in ("src_units", "src_units_lengths")}
-    assert fbank_only.encoder.unit_frontend is None
+    assert fbank_only.encoder.frontend.unit_frontend is None
     fbank_only(**net)
 
 
@@ -142,19 +147,20 @@ def test_reorder_encoder_out_reindexes_everything(data_dir):
     model, task, _ = build(data_dir, "--fusion", "gsgn", "--use-ctc")
     model.eval()
     sample = batch(task)
-    enc = _encoder_out(model, sample, return_all_hiddens=True)
+    net_input = {k: v for k, v in sample["net_input"].items() if k != "prev_output_tokens"}
+    enc = model.encoder(**net_input, return_all_hiddens=True)  # as beam search calls it
+    assert not any(k.startswith(("gsgn_", "ctc_")) for k in enc)  # no view tensors carried through the beam
     order = torch.tensor([2, 0, 3, 3, 1])
     new = model.encoder.reorder_encoder_out(enc, order)
     assert set(new) == set(enc)
-    time_first = {"encoder_out", "encoder_states", "ctc_logits"}
     checked = 0
     for key, tensors in enc.items():
         assert len(new[key]) == len(tensors), key
         for old_t, new_t in zip(tensors, new[key]):
-            dim = 1 if key in time_first else 0
+            dim = 1 if key in ("encoder_out", "encoder_states") else 0
             assert torch.equal(new_t, old_t.index_select(dim, order)), key
             checked += 1
-    assert checked >= 12
+    assert checked >= 5  # encoder_out, the padding mask, 4 layer states
 
 
 def test_force_branch(data_dir):
@@ -166,10 +172,8 @@ def test_force_branch(data_dir):
     other_fbank = dict(net, src_tokens=torch.randn_like(net["src_tokens"]) * (net["src_tokens"] != 0))
     with torch.no_grad():
         outs = {b: _encoder_out(model, sample, force_branch=b) for b in ("fbank", "unit", "fusion")}
-        fbank_other_units = model.encoder(**{k: v for k, v in shuffled_units.items() if k != "prev_output_tokens"},
-                                          force_branch="fbank")
-        unit_other_fbank = model.encoder(**{k: v for k, v in other_fbank.items() if k != "prev_output_tokens"},
-                                         force_branch="unit")
+        fbank_other_units = _encoder_out(model, {"net_input": shuffled_units}, force_branch="fbank")
+        unit_other_fbank = _encoder_out(model, {"net_input": other_fbank}, force_branch="unit")
     for name, index in (("fbank", FBANK), ("unit", UNIT), ("fusion", FUSION)):
         assert outs[name]["gsgn_branch"][0].tolist() == [index] * 4
     assert not torch.allclose(outs["fbank"]["encoder_out"][0], outs["unit"]["encoder_out"][0])
@@ -224,7 +228,7 @@ def test_multi_stage_dropout_follows_the_epoch(data_dir):
     model.train()
     assert _encoder_out(model, sample)["gsgn_branch"][0].tolist() == [FBANK] * 4
     task.begin_epoch(2, model)  # what fairseq calls at each epoch start, resumed runs included
-    assert model.encoder.branch_sampler.stage_index == 1
+    assert model.encoder.frontend.branch_sampler.stage_index == 1
     assert _encoder_out(model, sample)["gsgn_branch"][0].tolist() == [UNIT] * 4
     model.eval()  # evaluation: the fusion branch by default
     assert _encoder_out(model, sample)["gsgn_branch"][0].tolist() == [FUSION] * 4
@@ -276,8 +280,12 @@ def test_noise_modes(data_dir):
     sum_model, task, _ = build(data_dir, "--fusion", "noise-sum", "--dropout", "0", "--attention-dropout", "0",
                                "--activation-dropout", "0")
     sample = batch(task)
-    low, high = sum_model.encoder.noise_range.tolist()
-    assert low < 0 < high
+    low, high = sum_model.encoder.frontend.noise_range.tolist()
+    assert (low, high) == (-0.5, 0.5)  # --noise-range, as given
+    with pytest.raises(ValueError, match="needs --noise-range MIN,MAX"):
+        S2TGSGNEncoder(_args(data_dir, "--fusion", "noise-sum"), K)
+    with pytest.raises(ValueError, match="finite MIN < MAX"):
+        S2TGSGNEncoder(_args(data_dir, "--fusion", "noise-sum", "--noise-range=1,-1"), K)
     sum_model.eval()
     a = _encoder_out(sum_model, sample)["encoder_out"][0]
     torch.testing.assert_close(_encoder_out(sum_model, sample)["encoder_out"][0], a)
@@ -285,12 +293,12 @@ def test_noise_modes(data_dir):
     assert not torch.allclose(_encoder_out(sum_model, sample)["encoder_out"][0], a)
 
     rep_model, task, _ = build(data_dir, "--fusion", "noise-replace")
-    assert rep_model.encoder.unit_frontend is None
+    assert rep_model.encoder.frontend.unit_frontend is None
     rep_model.eval()
     enc = _encoder_out(rep_model, sample)
     x_unit, mask = enc["gsgn_x_unit"][0], enc["gsgn_padding_mask"][0]
     real = x_unit[~mask]
-    low, high = rep_model.encoder.noise_range.tolist()
+    low, high = rep_model.encoder.frontend.noise_range.tolist()
     assert real.min() >= low and real.max() <= high and real.std() > 0
     assert torch.all(x_unit[mask] == 0)
     rep_model.train()
@@ -381,7 +389,7 @@ def test_pretrained_initialisation(data_dir, tmp_path, caplog):
     )
     ours = model.state_dict()
     asr_sd, mt_sd = asr.state_dict(), mt.state_dict()
-    assert torch.equal(ours["encoder.subsample.conv_layers.0.weight"], asr_sd["encoder.subsample.conv_layers.0.weight"])
+    assert torch.equal(ours["encoder.frontend.subsample.conv_layers.0.weight"], asr_sd["encoder.subsample.conv_layers.0.weight"])
     assert torch.equal(ours["encoder.acoustic_layers.2.fc1.weight"], asr_sd["encoder.transformer_layers.2.fc1.weight"])
     assert torch.equal(ours["encoder.acoustic_layer_norm.weight"], asr_sd["encoder.layer_norm.weight"])
     # textual encoder has 1 layer in s2t_gsgn_tiny: MT layer 0 loads, MT layer 1 is reported unused
@@ -394,7 +402,7 @@ def test_pretrained_initialisation(data_dir, tmp_path, caplog):
     assert "without a counterpart" in log and "encoder.layers.1." in log
 
     report = load_pretrained_component(model, str(tmp_path / "asr.pt"),
-                                       (("encoder.subsample.", "encoder.subsample."),), "subsampler")
+                                       (("encoder.subsample.", "encoder.frontend.subsample."),), "subsampler")
     assert report.loaded and not report.not_loaded
 
 
@@ -430,7 +438,7 @@ def test_default_unit_gate_is_one(data_dir, arch):
     args = _args(data_dir, "--fusion", "gsgn", arch=arch)
     assert args.unit_gate == "one"
     encoder = S2TGSGNEncoder(args, num_units=K)
-    assert encoder.fusion.unit_gate is None  # no unit-gate parameters at all
+    assert encoder.frontend.fusion.gate.unit_gate is None  # no unit-gate parameters at all
     assert not any(".unit_gate." in n for n, _ in encoder.named_parameters())
     learned = S2TGSGNEncoder(_args(data_dir, "--fusion", "gsgn", "--unit-gate", "learned", arch="s2t_gsgn_tiny"), K)
-    assert learned.fusion.unit_gate is not None
+    assert learned.frontend.fusion.gate.unit_gate is not None

@@ -16,12 +16,16 @@ from tiny_s2t_data import make_tiny_multiview_data
 K = 20
 
 
-def setup(data_dir, *extra, arch="s2t_gsgn_tiny"):
+def setup(data_dir, *extra, arch="s2t_gsgn_tiny", build_model=True):
+    """The task (with a model built, which sets the views' alignment rule) and its args."""
     parser = options.get_training_parser()
     argv = [str(data_dir), "--task", "speech_to_text_multiview", "--arch", arch, "--config-yaml", "config_st.yaml",
             "--num-units", str(K), "--criterion", "label_smoothed_cross_entropy", *extra]
     args = options.parse_args_and_arch(parser, argv)
-    return tasks.setup_task(args), args
+    task = tasks.setup_task(args)
+    if build_model:
+        task.build_model(args)
+    return task, args
 
 
 @pytest.fixture
@@ -111,14 +115,18 @@ def test_unit_id_out_of_range_names_the_utterance(data_dir):
         ds[4]
 
 
-def test_alignment_follows_the_arch(data_dir):
+def test_alignment_follows_the_built_model(data_dir):
+    task, args = setup(data_dir, build_model=False)
+    task.load_dataset("train")
+    with pytest.raises(RuntimeError, match="utterance train_0: the views' alignment rule is not known yet"):
+        task.datasets["train"][0]
     task, args = setup(data_dir, arch="s2t_gsgn")  # 2 conv layers
     assert task.alignment.fbank_conv_layers == 2
     task, args = setup(data_dir)  # tiny: 3
     assert task.alignment.fbank_conv_layers == 3
     args.conv_kernel_sizes = "5,5,5,5"
     model = task.build_model(args)
-    assert task.alignment.fbank_conv_layers == 4 and model.encoder.n_fbank_conv == 4
+    assert task.alignment.fbank_conv_layers == 4 and model.encoder.frontend.n_fbank_conv == 4
 
 
 def test_checkpoint_num_units_wins(data_dir):

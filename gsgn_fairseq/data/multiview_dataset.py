@@ -65,14 +65,17 @@ class ViewAlignment:
     """How the two views are compared; shared (by reference) between the task and its datasets.
 
     ``fbank_conv_layers`` is the model's number of FBank conv layers n (FBank subsampled 2^n x,
-    units 2^(n-1) x). The task sets it from the arch before any utterance is loaded.
+    units 2^(n-1) x). The task sets it from the model it builds, before any utterance is loaded.
     """
 
-    fbank_conv_layers: int = 2
+    fbank_conv_layers: Optional[int] = None
     tolerance: int = DEFAULT_LENGTH_TOLERANCE
 
     def check(self, utt_id: str, n_fbank: int, n_units: int) -> None:
         n = self.fbank_conv_layers
+        if n is None:
+            raise RuntimeError(f"utterance {utt_id}: the views' alignment rule is not known yet: it comes from the "
+                               "model, so build the model (task.build_model) before reading utterances")
         if n < 1:
             raise ValueError(f"the FBank subsampler needs at least one conv layer, got {n}")
         len_fbank = subsampled_length(n_fbank, n)

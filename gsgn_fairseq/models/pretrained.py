@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 # (checkpoint prefix, our prefix)
 ACOUSTIC_ENCODER_MAP = (
-    ("encoder.subsample.", "encoder.subsample."),
+    ("encoder.subsample.", "encoder.frontend.subsample."),
     ("encoder.transformer_layers.", "encoder.acoustic_layers."),
     ("encoder.layer_norm.", "encoder.acoustic_layer_norm."),
 )

@@ -1,44 +1,30 @@
 """``s2t_gsgn``: speech translation from FBank and HuBERT units fused by GSGN.
 
-Architecture (paper Section II, Fig. 2), all sequences batch-first until the encoder layers::
+Architecture (paper Section II, Fig. 2)::
 
-    fbank (B, T_fbank, 80) --MaskedConv1dSubsampler, n layers (2^n x)--> x_fbank (B, T, D)
-    units (B, T_unit)      --Embedding(K+1, D) + n-1 conv layers-------> x_unit  (B, T', D)
-                              x_unit trimmed / zero-padded to T (views agree within 2 frames)
-    fusion (--fusion):  fbank | unit | gsgn (Eq. 3-4) | concat | noise-sum | noise-replace
-    multi-stage dropout (Eq. 13): per utterance (or batch) one of x_fbank, x_unit, x_fusion
+    encoder.frontend (modules/multiview_frontend.py): both views, --fusion, branch choice
+        -> x (B, T, D): x_fbank, x_unit or x_fusion per utterance (Eq. 3-4, 13)
     x * sqrt(D) + sinusoidal positions, dropout                  (as s2t_transformer)
     acoustic encoder: TransformerEncoderLayer x L_a  (encoder.acoustic_layers)
                       [+ LayerNorm]  -> optional CTC projection over the source vocabulary
-    adapter: Linear(D, D) + LayerNorm + dropout
+    adapter (--adapter linear-ln): Linear(D, D) + LayerNorm + dropout; none: one residual stream
     textual encoder: TransformerEncoderLayer x L_t   (encoder.textual_layers) [+ LayerNorm]
     decoder: fairseq TransformerDecoder (as s2t_transformer builds it)
 
 Choices (the paper leaves them open):
 
-* Unit downsampling: fairseq's conv subsampler on the unit embeddings with ``n - 1`` layers
-  (see ``modules/unit_frontend.py``): learnable like the FBank branch and the same length
-  formula, so the views align up to a frame or two.
 * Fusion before the embedding scale and positions: the subsamplers play the role of
   s2t_transformer's subsampler, so the fused features are scaled and get positions like its
   output.
-* Adapter: ``LayerNorm(Linear(h_A))`` then dropout. The linear map lets the textual encoder see
-  a re-projected acoustic representation (SATE's adapter idea, without its CTC-weighted
-  embedding mix); the LayerNorm puts it on the unit-variance scale a (pretrained) MT encoder
-  sees at its input (scaled embeddings). No positions are added again: the acoustic encoder
-  already carries them.
+* Adapter: ``LayerNorm(Linear(h_A))`` then dropout (SATE's adapter idea, without its
+  CTC-weighted embedding mix), or none. No positions are added again.
 * CTC: ``--use-ctc`` builds ``encoder.ctc_proj`` (Linear(D, |source dict|)) on the acoustic
   encoder output; it needs the task's source dictionary (``src_vocab_filename`` in the data
-  config). The loss weight belongs to the criterion (``--ctc-weight``); blank is index 0
-  (``<s>``, never a target), as in fairseq's CTC criteria.
-* Noise modes: see ``modules/noise.py`` (range of an initial unit embedding table; noise-sum
-  in training only, noise-replace always).
-* Branches: 0 = fbank, 1 = unit, 2 = fusion. Training with ``--multi-stage-dropout`` samples
-  them by the schedule stage of the current epoch; otherwise (and in evaluation with
-  ``--inference-branch fusion``) every utterance takes the mode's own input. ``force_branch``
-  overrides both. Every branch's input is computed for every utterance and selected with
-  ``torch.where``, so all parameters stay in the graph (DDP needs no unused-parameter search).
-* Padding never changes real frames: masked subsamplers, masked views, key-padding masks.
+  config). The loss weight belongs to the criterion (``--ctc-weight``); blank is index 0.
+* The view tensors (gates, views, branches, the reference layer's output, CTC logits) are
+  returned when the model's ``forward`` runs (training, validation, analysis), not to beam
+  search, which calls the encoder directly; ``reorder_encoder_out`` handles what
+  s2t_transformer's does.
 
 The encoder output dict follows docs/INTERFACES.md.
 """
@@ -48,7 +34,6 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from fairseq import utils
 from fairseq.models import (
     FairseqEncoder,
@@ -61,35 +46,17 @@ from fairseq.models.transformer import Embedding
 from fairseq.modules import FairseqDropout, LayerNorm, PositionalEmbedding, TransformerEncoderLayer
 from torch import Tensor
 
-from ..modules.branch_sampler import (
-    BRANCH_NAMES,
-    DEFAULT_MSD_SCHEDULE,
-    FBANK,
-    FUSION,
-    GRANULARITIES,
-    UNIT,
-    BranchSampler,
-)
-from ..modules.gated_fusion import GATE_ACTIVATIONS, UNIT_GATES, GatedFusion
-from ..modules.noise import embedding_range, uniform_noise_like
-from ..modules.unit_frontend import (
-    MaskedConv1dSubsampler,
-    UnitFrontend,
-    frames_padding_mask,
-    parse_kernel_sizes,
-    subsampled_length,
-    subsampled_lengths,
-)
+from ..modules.branch_sampler import DEFAULT_MSD_SCHEDULE, GRANULARITIES
+from ..modules.gated_fusion import GATE_ACTIVATIONS, UNIT_GATES
+from ..modules.multiview_frontend import FUSIONS as FUSION_REGISTRY
+from ..modules.multiview_frontend import INFERENCE_BRANCHES, MultiviewFrontend
 from .pretrained import ACOUSTIC_ENCODER_MAP, DECODER_MAP, TEXT_ENCODER_MAP, load_pretrained_component
 
 logger = logging.getLogger(__name__)
 
-FUSIONS = ("fbank", "unit", "gsgn", "concat", "noise-sum", "noise-replace")
-TWO_VIEW_FUSIONS = ("gsgn", "concat", "noise-replace")  # the ones with three branches
-INFERENCE_BRANCHES = ("fusion", "fbank", "unit", "sample")
+FUSIONS = tuple(FUSION_REGISTRY)  # registered in modules/multiview_frontend.py
+TWO_VIEW_FUSIONS = tuple(n for n, c in FUSION_REGISTRY.items() if c.is_two_view())  # with three branches
 ADAPTERS = ("linear-ln", "none")
-# The branch each mode's own input counts as.
-NATURAL_BRANCH = {"fbank": FBANK, "noise-sum": FBANK, "unit": UNIT, "gsgn": FUSION, "concat": FUSION, "noise-replace": FUSION}
 
 
 class Adapter(nn.Module):
@@ -105,15 +72,8 @@ class Adapter(nn.Module):
         return self.dropout_module(self.layer_norm(self.proj(x)))
 
 
-def _align_time(x: Tensor, length: int) -> Tensor:
-    """Trim or zero-pad (B, T', D) along time to (B, length, D)."""
-    if x.size(1) >= length:
-        return x[:, :length]
-    return F.pad(x, (0, 0, 0, length - x.size(1)))  # pad the time axis at the end
-
-
 class S2TGSGNEncoder(FairseqEncoder):
-    """Two-view front end, fusion, acoustic encoder, adapter and textual encoder.
+    """Multi-view front end, acoustic encoder, adapter and textual encoder.
 
     Args:
         args: model arguments (after the arch function).
@@ -121,80 +81,20 @@ class S2TGSGNEncoder(FairseqEncoder):
         src_dict: the task's transcript dictionary (needed with ``--use-ctc``).
     """
 
+    time_first_layers = True  # the encoder layers see (T, B, D) (the gate criterion's per-utterance target reads it)
+
     def __init__(self, args, num_units: int, src_dict=None):
         super().__init__(None)
         D = args.encoder_embed_dim
         self.embed_dim = D
         self.num_units = num_units
-        self.fusion_mode = args.fusion
-        if self.fusion_mode not in FUSIONS:
-            raise ValueError(f"--fusion must be one of {FUSIONS}, got {self.fusion_mode!r}")
         if args.acoustic_encoder_layers < 1:
             raise ValueError(f"--acoustic-encoder-layers must be >= 1 (the gate's reference layer), got {args.acoustic_encoder_layers}")
         if args.textual_encoder_layers < 0:
             raise ValueError(f"--textual-encoder-layers must be >= 0, got {args.textual_encoder_layers}")
+        self.frontend = MultiviewFrontend(args, num_units)
+        self.fusion_mode = args.fusion
 
-        # ---- front ends
-        fbank_kernels = parse_kernel_sizes(args.conv_kernel_sizes, "--conv-kernel-sizes")
-        if len(fbank_kernels) < 1:
-            raise ValueError(f"--conv-kernel-sizes needs at least one layer, got {args.conv_kernel_sizes!r}")
-        self.n_fbank_conv = len(fbank_kernels)
-        if getattr(args, "unit_conv_kernel_sizes", None):
-            unit_kernels = parse_kernel_sizes(args.unit_conv_kernel_sizes, "--unit-conv-kernel-sizes")
-        else:
-            unit_kernels = fbank_kernels[1:]
-        if len(unit_kernels) != self.n_fbank_conv - 1:
-            raise ValueError(
-                f"--unit-conv-kernel-sizes {args.unit_conv_kernel_sizes!r} has {len(unit_kernels)} layers; units (20 ms) "
-                f"need one fewer than the {self.n_fbank_conv} FBank layers of --conv-kernel-sizes {args.conv_kernel_sizes!r}"
-            )
-        self.subsample = None
-        if self.fusion_mode != "unit":
-            self.subsample = MaskedConv1dSubsampler(
-                args.input_feat_per_channel * args.input_channels, args.conv_channels, D, fbank_kernels
-            )
-        self.unit_frontend = None
-        if self.fusion_mode in ("unit", "gsgn", "concat"):
-            self.unit_frontend = UnitFrontend(num_units, D, args.conv_channels, unit_kernels)
-        if self.fusion_mode in ("noise-sum", "noise-replace"):
-            low, high = embedding_range(Embedding(num_units + 1, D, num_units).weight, num_units)
-            self.register_buffer("noise_range", torch.tensor([low, high]))
-        else:
-            self.noise_range = None
-
-        # ---- fusion
-        self.fusion = None
-        self.concat_proj = None
-        if self.fusion_mode in ("gsgn", "noise-replace"):
-            self.fusion = GatedFusion(D, args.gate_activation, args.unit_gate)
-        elif self.fusion_mode == "concat":
-            self.concat_proj = nn.Linear(2 * D, D)  # [x_fbank; x_unit] (2D) -> D, Table III
-            nn.init.xavier_uniform_(self.concat_proj.weight)
-            nn.init.zeros_(self.concat_proj.bias)
-
-        # ---- branches (Eq. 13) and inference branch
-        self.available_branches = (
-            (FBANK, UNIT, FUSION) if self.fusion_mode in TWO_VIEW_FUSIONS else (NATURAL_BRANCH[self.fusion_mode],)
-        )
-        self.msd_enabled = bool(args.multi_stage_dropout)
-        if self.msd_enabled and self.fusion_mode not in TWO_VIEW_FUSIONS:
-            raise ValueError(
-                f"--multi-stage-dropout needs a fusion with both views {TWO_VIEW_FUSIONS}, got --fusion {self.fusion_mode}"
-            )
-        self.branch_sampler = BranchSampler(args.msd_schedule, args.msd_granularity)
-        self.inference_branch = args.inference_branch
-        if self.inference_branch not in INFERENCE_BRANCHES:
-            raise ValueError(f"--inference-branch must be one of {INFERENCE_BRANCHES}, got {self.inference_branch!r}")
-        if self.inference_branch != "fusion" and self.fusion_mode not in TWO_VIEW_FUSIONS:
-            if not (self.inference_branch in BRANCH_NAMES and BRANCH_NAMES.index(self.inference_branch) in self.available_branches):
-                raise ValueError(
-                    f"--inference-branch {self.inference_branch} needs both views; --fusion {self.fusion_mode} has "
-                    f"only {[BRANCH_NAMES[b] for b in self.available_branches]}"
-                )
-        self.inference_seed = args.inference_seed
-        self._generators: Dict[str, torch.Generator] = {}  # eval-mode generators, reset on train()/eval()
-
-        # ---- encoder stacks
         self.dropout_module = FairseqDropout(p=args.dropout, module_name=self.__class__.__name__)
         self.embed_scale = 1.0 if args.no_scale_embedding else math.sqrt(D)
         self.padding_idx = 1  # for the positional embedding of the padding mask, as in s2t_transformer
@@ -218,58 +118,12 @@ class S2TGSGNEncoder(FairseqEncoder):
         self.textual_layers = nn.ModuleList([TransformerEncoderLayer(args) for _ in range(args.textual_encoder_layers)])
         self.layer_norm = LayerNorm(D) if args.encoder_normalize_before else None
 
-    # ------------------------------------------------------------------ epoch / mode
     def set_epoch(self, epoch: int) -> None:
         """Select the multi-stage dropout stage of ``epoch`` (1-based)."""
-        self.branch_sampler.set_epoch(epoch)
-        if self.msd_enabled:
-            logger.info(f"multi-stage dropout: epoch {epoch}: {self.branch_sampler.describe()}")
+        self.frontend.branch_sampler.set_epoch(epoch)
+        if self.frontend.msd_enabled:
+            logger.info(f"multi-stage dropout: epoch {epoch}: {self.frontend.branch_sampler.describe()}")
 
-    def train(self, mode: bool = True):
-        self._generators = {}  # noise-replace's evaluation noise starts from --inference-seed again
-        return super().train(mode)
-
-    def _eval_generator(self, device: torch.device, offset: int) -> torch.Generator:
-        key = f"{device}:{offset}"
-        if key not in self._generators:
-            g = torch.Generator(device=device)
-            g.manual_seed(self.inference_seed + offset)
-            self._generators[key] = g
-        return self._generators[key]
-
-    # ------------------------------------------------------------------ branches
-    def select_branches(
-        self, bsz: int, device: torch.device, force_branch: Optional[str] = None, utt_keys: Optional[Tensor] = None
-    ) -> Tensor:
-        """(B,) long branch per utterance (0 fbank, 1 unit, 2 fusion)."""
-        if force_branch is not None:
-            if force_branch not in BRANCH_NAMES:
-                raise ValueError(f"force_branch must be None or one of {BRANCH_NAMES}, got {force_branch!r}")
-            branch = BRANCH_NAMES.index(force_branch)
-            if branch not in self.available_branches:
-                raise ValueError(f"force_branch={force_branch!r} is not available with --fusion {self.fusion_mode}")
-            return torch.full((bsz,), branch, dtype=torch.long, device=device)
-        if self.fusion_mode not in TWO_VIEW_FUSIONS:
-            return torch.full((bsz,), NATURAL_BRANCH[self.fusion_mode], dtype=torch.long, device=device)
-        if self.training:
-            if self.msd_enabled:
-                return self.branch_sampler.sample(bsz, device)
-            return torch.full((bsz,), FUSION, dtype=torch.long, device=device)
-        if self.inference_branch == "sample":
-            if utt_keys is None:
-                raise ValueError(
-                    "--inference-branch sample draws each utterance's branch from (--inference-seed, utterance id): "
-                    "net_input needs utt_keys (B,), which the multiview dataset's collater adds"
-                )
-            return self.branch_sampler.sample_keyed(utt_keys, self.inference_seed, device)
-        return torch.full((bsz,), BRANCH_NAMES.index(self.inference_branch), dtype=torch.long, device=device)
-
-    def _noise_like(self, x: Tensor) -> Tensor:
-        low, high = self.noise_range.float()  # 0-d tensors on x's device: no host sync
-        generator = None if self.training else self._eval_generator(x.device, 1)
-        return uniform_noise_like(x, low, high, generator=generator)
-
-    # ------------------------------------------------------------------ forward
     def forward(
         self,
         src_tokens: Tensor,
@@ -280,91 +134,39 @@ class S2TGSGNEncoder(FairseqEncoder):
         gate_injector: Optional[Callable[[Tensor], Tensor]] = None,
         return_all_hiddens: bool = False,
         utt_keys: Optional[Tensor] = None,
+        return_views: bool = False,
     ) -> Dict[str, List[Tensor]]:
         """
         Args:
-            src_tokens: (B, T_fbank, C) FBank features, zero-padded.
-            src_lengths: (B,) FBank frames.
-            src_units: (B, T_unit) long unit ids padded with K (needed unless the fusion is
-                fbank-only: fbank, noise-sum, noise-replace).
-            src_units_lengths: (B,) units per utterance.
+            src_tokens: (B, T_fbank, C) FBank features, zero-padded; src_lengths: (B,).
+            src_units: (B, T_unit) long unit ids padded with K (unless the fusion is FBank-only);
+                src_units_lengths: (B,).
             force_branch: None | "fbank" | "unit" | "fusion", the branch of every utterance.
-            gate_injector: callable ``g_fbank -> g_fbank`` applied once before Eq. 4 by the
-                gated fusions (gsgn, noise-replace); the other fusions ignore it.
+            gate_injector: callable ``g_fbank -> g_fbank`` applied once before Eq. 4 by the gated fusions.
             return_all_hiddens: also return every encoder layer's output.
-            utt_keys: (B,) long utterance keys (``branch_sampler.utterance_key``); needed by
-                ``--inference-branch sample`` at evaluation.
-
-        Returns:
-            fairseq's encoder-output dict plus the ``gsgn_*`` / ``ctc_*`` entries of
-            docs/INTERFACES.md.
+            utt_keys: (B,) utterance keys (``branch_sampler.utterance_key``), for ``--inference-branch sample``.
+            return_views: also return the ``gsgn_*`` / ``ctc_*`` entries of docs/INTERFACES.md
+                (the model's ``forward`` asks for them; beam search does not carry them).
         """
-        bsz = src_tokens.size(0)
-        needs_units = self.unit_frontend is not None
-        if needs_units and (src_units is None or src_units_lengths is None):
-            raise ValueError(f"--fusion {self.fusion_mode} needs src_units and src_units_lengths in net_input")
-
-        # ---- views, (B, T, D) each, T = FBank frames after subsampling
-        if self.subsample is not None:
-            x_fbank, lengths = self.subsample(src_tokens, src_lengths)  # (B, T_fbank, C) -> (B, T, D)
-            max_len = x_fbank.size(1)
-        else:
-            x_fbank = None
-            lengths = subsampled_lengths(src_lengths, self.n_fbank_conv)  # (B,), no FBank conv needed
-            max_len = subsampled_length(src_tokens.size(1), self.n_fbank_conv)
-        padding_mask = frames_padding_mask(lengths, max_len)  # (B, T), True at padding
-        pad3 = padding_mask.unsqueeze(-1)  # (B, T, 1)
-
-        x_unit = None
-        if self.unit_frontend is not None:
-            x_unit, _ = self.unit_frontend(src_units, src_units_lengths)  # (B, T_unit) -> (B, T', D)
-            x_unit = _align_time(x_unit, max_len).masked_fill(pad3, 0.0)  # (B, T', D) -> (B, T, D)
-            if x_fbank is not None:
-                x_unit = x_unit.to(x_fbank.dtype)
-        elif self.fusion_mode == "noise-replace":
-            x_unit = self._noise_like(x_fbank).masked_fill(pad3, 0.0)  # (B, T, D), the unit view is noise
-
-        # ---- fusion and branch selection
-        branch = self.select_branches(bsz, src_tokens.device, force_branch, utt_keys)  # (B,)
-        g_fbank = g_unit = None
-        if self.fusion_mode == "fbank":
-            x = x_fbank
-        elif self.fusion_mode == "noise-sum":
-            x = (x_fbank + self._noise_like(x_fbank)) if self.training else x_fbank  # masked below
-        elif self.fusion_mode == "unit":
-            x = x_unit
-        else:
-            if self.fusion is not None:
-                x_fusion, g_fbank, g_unit = self.fusion(x_fbank, x_unit, padding_mask, gate_injector)  # (B, T, D) x3
-            else:
-                x_fusion = self.concat_proj(torch.cat([x_fbank, x_unit], dim=-1))  # (B, T, 2D) -> (B, T, D)
-            b = branch.view(bsz, 1, 1)  # (B,) -> (B, 1, 1)
-            x = torch.where(b == FBANK, x_fbank, torch.where(b == UNIT, x_unit, x_fusion))  # (B, T, D)
-        x = x.masked_fill(pad3, 0.0)
-
-        # ---- scale, positions (as s2t_transformer after its subsampler)
-        x = self.embed_scale * x
-        x = x.transpose(0, 1)  # (B, T, D) -> (T, B, D)
-        x = x + self.embed_positions(padding_mask).transpose(0, 1)  # positions (B, T, D) -> (T, B, D)
+        x, padding_mask, views = self.frontend(
+            src_tokens, src_lengths, src_units, src_units_lengths, force_branch, utt_keys, gate_injector
+        )  # (B, T, D), (B, T)
+        x = self.embed_scale * x  # scale and positions, as s2t_transformer after its subsampler
+        x = x.transpose(0, 1) + self.embed_positions(padding_mask).transpose(0, 1)  # (T, B, D)
         x = self.dropout_module(x)
 
-        # ---- acoustic encoder
-        encoder_states = []
-        ref_out = None
+        encoder_states, ref_out = [], None
         for i, layer in enumerate(self.acoustic_layers):
             x = layer(x, padding_mask)  # (T, B, D)
-            if i == 0:
-                # Later layers read h_1 through ref_out, so a hook on ref_out sees dL/dh_1.
-                ref_out = x.transpose(0, 1)  # (T, B, D) -> (B, T, D)
-                x = ref_out.transpose(0, 1)  # (B, T, D) -> (T, B, D)
+            if i == 0:  # later layers read h_1 through ref_out, so a hook on ref_out sees dL/dh_1
+                ref_out = x.transpose(0, 1)  # (B, T, D)
+                x = ref_out.transpose(0, 1)
             if return_all_hiddens:
                 encoder_states.append(x)
         acoustic = self.acoustic_layer_norm(x) if self.acoustic_layer_norm is not None else x
-        ctc_logits = self.ctc_proj(acoustic) if self.ctc_proj is not None else None  # (T, B, V_src)
-
-        # ---- adapter + textual encoder
+        ctc_logits = self.ctc_proj(acoustic) if self.ctc_proj is not None and return_views else None  # (T, B, V_src)
         if self.adapter is not None:
-            x = self.adapter(acoustic)  # (T, B, D)
+            x = self.adapter(acoustic)
         for layer in self.textual_layers:
             x = layer(x, padding_mask)  # (T, B, D)
             if return_all_hiddens:
@@ -372,52 +174,42 @@ class S2TGSGNEncoder(FairseqEncoder):
         if self.layer_norm is not None:
             x = self.layer_norm(x)
 
-        return {
+        out = {
             "encoder_out": [x],  # T x B x C
             "encoder_padding_mask": [padding_mask] if padding_mask.any() else [],  # B x T
-            "encoder_embedding": [],  # B x T x C
+            "encoder_embedding": [],
             "encoder_states": encoder_states,  # List[T x B x C]
             "src_tokens": [],
             "src_lengths": [],
-            "gsgn_g_fbank": [g_fbank] if g_fbank is not None else [],  # B x T x C
-            "gsgn_g_unit": [g_unit] if g_unit is not None else [],  # B x T x C
-            "gsgn_branch": [branch],  # B
-            "gsgn_x_fbank": [x_fbank] if x_fbank is not None else [],  # B x T x C
-            "gsgn_x_unit": [x_unit] if x_unit is not None else [],  # B x T x C
-            "gsgn_padding_mask": [padding_mask],  # B x T
-            "gsgn_ref_out": [ref_out],  # B x T x C
-            "ctc_logits": [ctc_logits] if ctc_logits is not None else [],  # T x B x V_src
-            "ctc_padding_mask": [padding_mask] if ctc_logits is not None else [],  # B x T
         }
-
-    # Keys by the axis that indexes the batch.
-    _TIME_FIRST_KEYS = ("encoder_out", "encoder_states", "ctc_logits")
-    _BATCH_FIRST_KEYS = (
-        "encoder_padding_mask",
-        "encoder_embedding",
-        "src_tokens",
-        "src_lengths",
-        "gsgn_g_fbank",
-        "gsgn_g_unit",
-        "gsgn_branch",
-        "gsgn_x_fbank",
-        "gsgn_x_unit",
-        "gsgn_padding_mask",
-        "gsgn_ref_out",
-        "ctc_padding_mask",
-    )
+        if return_views:
+            listed = lambda t: [t] if t is not None else []  # noqa: E731
+            out.update({
+                "gsgn_g_fbank": listed(views["g_fbank"]),  # B x T x C
+                "gsgn_g_unit": listed(views["g_unit"]),  # B x T x C
+                "gsgn_branch": [views["branch"]],  # B
+                "gsgn_x_fbank": listed(views["x_fbank"]),  # B x T x C
+                "gsgn_x_unit": listed(views["x_unit"]),  # B x T x C
+                "gsgn_padding_mask": [padding_mask],  # B x T
+                "gsgn_ref_out": [ref_out],  # B x T x C
+                "ctc_logits": listed(ctc_logits),  # T x B x V_src
+                "ctc_padding_mask": [padding_mask] if ctc_logits is not None else [],  # B x T
+            })
+        return out
 
     def reorder_encoder_out(self, encoder_out: Dict[str, List[Tensor]], new_order: Tensor) -> Dict[str, List[Tensor]]:
-        """Re-index every returned tensor by ``new_order`` (beam search)."""
-        out = {}
-        for key, tensors in encoder_out.items():
-            if key in self._TIME_FIRST_KEYS:
-                out[key] = [t.index_select(1, new_order) for t in tensors]
-            elif key in self._BATCH_FIRST_KEYS:
-                out[key] = [t.index_select(0, new_order) for t in tensors]
-            else:
-                raise KeyError(f"reorder_encoder_out: unknown encoder output {key!r}")
-        return out
+        """Beam search: re-index what s2t_transformer's encoder returns (no view tensors)."""
+        def pick(key, dim):
+            return [t.index_select(dim, new_order) for t in encoder_out.get(key, [])]
+
+        return {
+            "encoder_out": pick("encoder_out", 1),  # T x B x C
+            "encoder_padding_mask": pick("encoder_padding_mask", 0),  # B x T
+            "encoder_embedding": pick("encoder_embedding", 0),  # B x T x C
+            "encoder_states": pick("encoder_states", 1),  # List[T x B x C]
+            "src_tokens": [],
+            "src_lengths": [],
+        }
 
 
 @register_model("s2t_gsgn")
@@ -457,6 +249,9 @@ class S2TGSGNModel(FairseqEncoderDecoderModel):
         parser.add_argument("--adapter", type=str, choices=ADAPTERS,
                             help="between the acoustic and textual encoders: linear-ln (LayerNorm, Linear, "
                                  "LayerNorm, dropout) or none (one residual stream through both stacks)")
+        parser.add_argument("--noise-range", type=str, metavar="MIN,MAX",
+                            help="noise-sum / noise-replace: the uniform noise's range, that of the S-feature over "
+                                 "the training set (scripts/measure_unit_range.py measures it on a trained model)")
         parser.add_argument("--use-ctc", action="store_true",
                             help="CTC projection over the source dictionary on the acoustic encoder output "
                                  "(weight: the criterion's --ctc-weight)")
@@ -564,6 +359,7 @@ class S2TGSGNModel(FairseqEncoderDecoderModel):
             force_branch=force_branch,
             gate_injector=gate_injector,
             utt_keys=utt_keys,
+            return_views=True,
         )
         return self.decoder(prev_output_tokens=prev_output_tokens, encoder_out=encoder_out)
 
@@ -589,6 +385,7 @@ def base_architecture(args):
     args.inference_seed = getattr(args, "inference_seed", 1)
     args.use_ctc = getattr(args, "use_ctc", False)
     args.adapter = getattr(args, "adapter", "linear-ln")
+    args.noise_range = getattr(args, "noise_range", None)
     # transformer
     args.encoder_embed_dim = getattr(args, "encoder_embed_dim", 512)
     args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", 2048)

@@ -1,12 +1,12 @@
 """Uniform noise for the random-noise controls of the paper (Table II).
 
 The paper draws noise "from a uniform distribution with the same maximum and minimum values
-as the S-feature across the entire training set". Our unit view starts as the embedding of
-discrete units, and in the noise models no unit branch is trained, so there is no learned
-S-feature to measure. We use the range of a unit embedding table as the unit branch
-initialises it (``Embedding(K + 1, D)``, fairseq's N(0, D^-1/2) init, padding row excluded):
-the values a unit frame starts from. The model computes it once at construction and keeps it
-as a buffer (``noise_range``), so it is saved with checkpoints and decoding uses the same
+as the S-feature across the entire training set". The noise models have no unit branch of
+their own, so the range is measured on a trained model's unit view (the unit front end's
+output, ``x_unit``, over the valid frames of the training set:
+``scripts/measure_unit_range.py``) and given as ``--noise-range MIN,MAX``; the recipe
+measures it from its GSGN run before it trains the noise variants and logs it. The model
+keeps it as a buffer (``noise_range``), so checkpoints carry it and decoding uses the same
 range; the noise itself is detached (no gradient).
 
 * ``noise-sum``: FBank-only model, ``x = x_fbank + noise``, in training only (a regulariser
@@ -23,15 +23,15 @@ import torch
 from torch import Tensor
 
 
-def embedding_range(weight: Tensor, padding_idx: Optional[int] = None) -> Tuple[float, float]:
-    """(min, max) over an embedding table ``(V, D)``, excluding the padding row."""
-    with torch.no_grad():
-        w = weight.detach()
-        if padding_idx is not None:
-            keep = torch.ones(w.size(0), dtype=torch.bool, device=w.device)
-            keep[padding_idx] = False
-            w = w[keep]
-        return float(w.min()), float(w.max())
+def parse_noise_range(spec: str, flag: str = "--noise-range") -> Tuple[float, float]:
+    """``"MIN,MAX"`` -> (min, max), finite with min < max."""
+    try:
+        low, high = (float(v) for v in str(spec).split(","))
+    except ValueError:
+        raise ValueError(f"{flag}: expected MIN,MAX (two numbers), got {spec!r}") from None
+    if not (low < high) or not all(abs(v) < float("inf") for v in (low, high)):
+        raise ValueError(f"{flag}: needs finite MIN < MAX, got {spec!r}")
+    return low, high
 
 
 def uniform_noise_like(

@@ -13,8 +13,8 @@ on top:
   present, samples carry ``sample["source_text"]`` and ``sample["source_text_lengths"]``
   (see ``data/multiview_dataset.py`` and docs/INTERFACES.md).
 * ``--unit-length-tolerance`` (default 2): how many frames, after subsampling, the two views
-  of an utterance may differ; the FBank conv-layer count comes from the model arch
-  (``--conv-kernel-sizes``) and is refreshed when the model is built.
+  of an utterance may differ; the subsampling comes from the model (its front end's FBank
+  conv layers), set when the model is built.
 * ``train_step`` calls ``criterion.set_num_updates(update_num)`` when the criterion has it.
 * ``begin_epoch(epoch, model)`` calls ``model.encoder.set_epoch(epoch)``, which selects the
   multi-stage dropout stage; fairseq calls it at every epoch start, resumed runs included.
@@ -53,13 +53,6 @@ from ..scoring import BLEU_ORDER, bleu_from_statistics, bleu_statistics
 logger = logging.getLogger(__name__)
 
 DEFAULT_NUM_UNITS = 500
-DEFAULT_CONV_KERNEL_SIZES = "5,5"  # fairseq's s2t default: 2 layers, 4x
-
-
-def fbank_conv_layers(args) -> int:
-    """Number of FBank conv layers from ``args.conv_kernel_sizes`` (s2t default "5,5")."""
-    spec = getattr(args, "conv_kernel_sizes", None) or DEFAULT_CONV_KERNEL_SIZES
-    return len([k for k in str(spec).split(",") if k.strip()])
 
 
 def bleu_logging_output(hyps: Sequence[str], refs: Sequence[str]) -> Dict[str, int]:
@@ -120,7 +113,7 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
         self.num_units = args.num_units
         if self.num_units <= 0:
             raise ValueError(f"--num-units must be positive, got {self.num_units}")
-        self.alignment = ViewAlignment(fbank_conv_layers(args), args.unit_length_tolerance)
+        self.alignment = ViewAlignment(None, args.unit_length_tolerance)  # n: set by build_model
         self._building_from_checkpoint = False
         self.eval_bleu = bool(getattr(args, "eval_bleu", False))
         self.sequence_generator = None  # set up by build_model with --eval-bleu
@@ -181,8 +174,6 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
         )
 
     def build_model(self, args, from_checkpoint=False):
-        # The arch is final here (fairseq applied it to args): refresh the views' check.
-        self.alignment.fbank_conv_layers = fbank_conv_layers(args)
         # A checkpoint's K wins over the command line's (fairseq-generate without --num-units):
         # datasets are loaded after the model there, so they pad with the model's K.
         saved_k = getattr(args, "num_units", None)
@@ -195,6 +186,8 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
             model = super().build_model(args, from_checkpoint)
         finally:
             self._building_from_checkpoint = False
+        # the views' alignment rule comes from the model as built (its FBank subsampling)
+        self.alignment.fbank_conv_layers = model.encoder.frontend.fbank_subsampling_layers
         if self.eval_bleu:
             self._setup_eval_bleu(model)
         return model

@@ -63,6 +63,10 @@ seed=1
 msd_schedule="1:0.3,0.0;10:0.5,0.3;25:0.3,0.0"
 gate_target=exact
 gate_target_interval=10
+gate_target_granularity=batch
+gate_loss_weight=1.0
+unit_gate=one            # one (Eq. 10-11's constraint) | learned (a deviation)
+adapter=linear-ln
 n_avg=10
 beam=5
 lenpen=1.0
@@ -74,6 +78,7 @@ ctc_weight=0             # > 0: CTC over the source transcript on the acoustic e
 eval_bleu=0              # 1: greedy dev BLEU after every epoch (logged as valid_bleu)
 keep_last_epochs=1       # -1 keeps every epoch checkpoint
 precision=auto           # auto (bf16 on a GPU that has it, else fp16 on a GPU, fp32 on CPU) | bf16 | fp16 | fp32
+noise_range=""           # MIN,MAX of the noise variants; empty: measured on the gsgn run's unit view over train
 train_extra=""
 test_splits=""
 
@@ -95,16 +100,17 @@ if [ -z "$test_splits" ]; then
 fi
 
 variant_flags() {
-  local common="--criterion label_smoothed_cross_entropy_with_gate --gate-target $gate_target --gate-target-interval $gate_target_interval"
+  local common="--criterion label_smoothed_cross_entropy_with_gate --gate-target $gate_target --gate-target-interval $gate_target_interval
+    --gate-target-granularity $gate_target_granularity --gate-loss-weight $gate_loss_weight --unit-gate $unit_gate --adapter $adapter"
   case $1 in
     fbank)          echo "$common --fusion fbank" ;;
     unit)           echo "$common --fusion unit" ;;
     gsgn)           echo "$common --fusion gsgn" ;;
     gsgn_drop)      echo "$common --fusion gsgn --multi-stage-dropout --msd-schedule $msd_schedule" ;;
     concat)         echo "$common --fusion concat" ;;
-    noise_sum)      echo "$common --fusion noise-sum" ;;
-    noise_replace)  echo "$common --fusion noise-replace" ;;
-    noise_replace_drop) echo "$common --fusion noise-replace --multi-stage-dropout --msd-schedule $msd_schedule" ;;
+    noise_sum)      echo "$common --fusion noise-sum --noise-range=$noise_range" ;;
+    noise_replace)  echo "$common --fusion noise-replace --noise-range=$noise_range" ;;
+    noise_replace_drop) echo "$common --fusion noise-replace --noise-range=$noise_range --multi-stage-dropout --msd-schedule $msd_schedule" ;;
     *) echo "unknown variant '$1' (fbank unit gsgn gsgn_drop concat noise_sum noise_replace noise_replace_drop)" >&2; return 1 ;;
   esac
 }
@@ -173,8 +179,22 @@ esac
 precision_flags=()
 [ "$precision" = fp32 ] || precision_flags=("--$precision")
 
+# Table II's noise spans the S-feature's range over the training set (paper Sec. IV-A):
+# measured on the gsgn run's unit view once it is trained, unless --noise-range is given.
+measure_noise_range() {
+  local json=$exp/noise_range.json ckpt=$exp/gsgn/checkpoint_avg$n_avg.pt
+  if [ ! -f "$json" ]; then
+    [ -f "$ckpt" ] || { echo "the noise variants need --noise-range MIN,MAX or the gsgn variant trained and averaged first ($ckpt; list gsgn before them in --variants)" >&2; exit 1; }
+    log "noise range: the unit view of $ckpt over train_st"
+    "$PY" "$ROOT_DIR/scripts/measure_unit_range.py" --path "$ckpt" --data "$data" --subset train_st --json "$json" >/dev/null
+  fi
+  noise_range=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['noise_range'])" "$json")
+  log "noise range (S-feature min,max over train_st, $json): $noise_range"
+}
+
 IFS=, read -r -a variant_list <<< "$variants"
 for v in "${variant_list[@]}"; do
+  case $v in noise_*) [ -n "$noise_range" ] || measure_noise_range ;; esac
   flags=$(variant_flags "$v")
   run=$exp/$v
   if [ $stage -le 2 ] && [ $stop_stage -ge 2 ] && ! is_done "train.$v"; then

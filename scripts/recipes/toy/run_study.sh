@@ -48,24 +48,30 @@ $PY scripts/make_toy_corpus.py --out "$data" --pairs de
 scripts/recipes/must_c/run.sh $(toy_recipe_flags "$data" "$exp" "$TOY_MAX_EPOCH" "$TOY_N_AVG") \
   --msd-schedule "$TOY_SCHEDULE" --stage 0 --stop-stage 1
 
+train_all() {  # $@: seed:variant jobs, $parallel at a time
+  local jobs=("$@") pids=() w
+  for ((w = 0; w < parallel; w++)); do
+    threads=$(( $(nproc) / parallel )); [ "$threads" -ge 1 ] || threads=1
+    (
+      for ((i = w; i < ${#jobs[@]}; i += parallel)); do
+        s=${jobs[$i]%%:*}; v=${jobs[$i]#*:}
+        # shellcheck disable=SC2046
+        OMP_NUM_THREADS=$threads scripts/recipes/must_c/run.sh \
+          $(toy_recipe_flags "$data" "$(seed_exp "$s")" "$TOY_MAX_EPOCH" "$TOY_N_AVG") \
+          --msd-schedule "$TOY_SCHEDULE" --seed "$s" --variants "$v" --stage 2 --stop-stage 4
+      done
+    ) >> "$exp/study_worker$w.log" 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p"; done
+}
 log "training ${variants[*]} with seeds ${seed_list[*]} ($parallel at a time)"
-jobs=()  # seed:variant, seed-major so seed 1 finishes first
-for s in "${seed_list[@]}"; do for v in "${variants[@]}"; do jobs+=("$s:$v"); done; done
-pids=()
-for ((w = 0; w < parallel; w++)); do
-  threads=$(( $(nproc) / parallel )); [ "$threads" -ge 1 ] || threads=1
-  (
-    for ((i = w; i < ${#jobs[@]}; i += parallel)); do
-      s=${jobs[$i]%%:*}; v=${jobs[$i]#*:}
-      # shellcheck disable=SC2046
-      OMP_NUM_THREADS=$threads scripts/recipes/must_c/run.sh \
-        $(toy_recipe_flags "$data" "$(seed_exp "$s")" "$TOY_MAX_EPOCH" "$TOY_N_AVG") \
-        --msd-schedule "$TOY_SCHEDULE" --seed "$s" --variants "$v" --stage 2 --stop-stage 4
-    done
-  ) > "$exp/study_worker$w.log" 2>&1 &
-  pids+=($!)
-done
-for p in "${pids[@]}"; do wait "$p"; done
+main_jobs=(); noise_jobs=()  # seed-major so seed 1 finishes first; the noise runs need gsgn's unit range
+for s in "${seed_list[@]}"; do for v in "${variants[@]}"; do
+  case $v in noise_*) noise_jobs+=("$s:$v") ;; *) main_jobs+=("$s:$v") ;; esac
+done; done
+train_all "${main_jobs[@]}"
+[ ${#noise_jobs[@]} -eq 0 ] || train_all "${noise_jobs[@]}"
 
 log "inference branches of gsgn_drop"
 run=$exp/gsgn_drop

@@ -1,0 +1,312 @@
+"""The multi-view front end: both views, the fusion (``--fusion``), the branch choice.
+
+::
+
+    fbank (B, T_fbank, 80) --MaskedConv1dSubsampler (2^n x)----------> x_fbank (B, T, D)
+    units (B, T_unit)      --UnitFrontend (embedding + 2^(n-1) x)-----> x_unit  (B, T', D) -> trimmed/padded to T
+                              or uniform noise for the noise controls (Table II)
+    fusion:   x_fusion = FUSIONS[--fusion](x_fbank, x_unit)          (Eq. 3-4 for gsgn)
+    branch:   per utterance one of x_fbank, x_unit, x_fusion          (Eq. 13 in training with
+              --multi-stage-dropout; --inference-branch at evaluation; force_branch overrides)
+
+Fusion modes live in a registry: a new one is a :class:`Fusion` subclass decorated with
+``@register_fusion("name")`` (the encoder does not change). A fusion declares which views it
+reads (``uses_fbank``, ``unit_view``: ``"units"``, ``"noise"`` or None), the branch its own
+input counts as, and whether it offers all three branches (multi-stage dropout).
+
+Every branch's input is computed for every utterance and selected with ``torch.where``, so
+all parameters stay in the graph. Padding never changes real frames (masked subsamplers,
+masked views).
+"""
+from typing import Callable, Dict, Optional, Tuple, Type
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .branch_sampler import BRANCH_NAMES, FBANK, FUSION, UNIT, BranchSampler
+from .gated_fusion import GatedFusion
+from .noise import parse_noise_range, uniform_noise_like
+from .unit_frontend import (
+    MaskedConv1dSubsampler,
+    UnitFrontend,
+    frames_padding_mask,
+    parse_kernel_sizes,
+    subsampled_length,
+    subsampled_lengths,
+)
+
+FUSIONS: Dict[str, Type["Fusion"]] = {}
+INFERENCE_BRANCHES = ("fusion", "fbank", "unit", "sample")
+
+
+def register_fusion(name: str):
+    def deco(cls):
+        if name in FUSIONS:
+            raise ValueError(f"fusion {name!r} is registered twice")
+        cls.name = name
+        FUSIONS[name] = cls
+        return cls
+
+    return deco
+
+
+class Fusion(nn.Module):
+    """One ``--fusion`` mode. ``forward(x_fbank, x_unit, padding_mask, gate_injector)`` returns
+    ``(x (B, T, D), g_fbank, g_unit)`` (gates None for ungated fusions); a view it does not use
+    comes as None."""
+
+    name = ""
+    uses_fbank = True
+    unit_view: Optional[str] = "units"  # "units", "noise" or None
+    natural_branch = FUSION  # the branch its own input counts as
+    noise_in_eval = True  # noise views: drawn at evaluation too
+    gated = False
+
+    def __init__(self, embed_dim: int, args):
+        super().__init__()
+
+    @classmethod
+    def is_two_view(cls) -> bool:
+        """fbank, unit and fusion branches (multi-stage dropout, inference branches)."""
+        return cls.uses_fbank and cls.unit_view is not None and cls.natural_branch == FUSION
+
+    @property
+    def two_view(self) -> bool:
+        return self.is_two_view()
+
+    def forward(self, x_fbank, x_unit, padding_mask, gate_injector=None) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+        raise NotImplementedError
+
+
+@register_fusion("fbank")
+class FbankOnly(Fusion):
+    """FBank-only baseline."""
+
+    unit_view = None
+    natural_branch = FBANK
+
+    def forward(self, x_fbank, x_unit, padding_mask, gate_injector=None):
+        return x_fbank, None, None
+
+
+@register_fusion("unit")
+class UnitOnly(Fusion):
+    """S-feature-only baseline."""
+
+    uses_fbank = False
+    natural_branch = UNIT
+
+    def forward(self, x_fbank, x_unit, padding_mask, gate_injector=None):
+        return x_unit, None, None
+
+
+@register_fusion("gsgn")
+class GSGN(Fusion):
+    """Eq. 3-4 (``modules/gated_fusion.py``)."""
+
+    gated = True
+
+    def __init__(self, embed_dim: int, args):
+        super().__init__(embed_dim, args)
+        self.gate = GatedFusion(embed_dim, args.gate_activation, args.unit_gate)
+
+    def forward(self, x_fbank, x_unit, padding_mask, gate_injector=None):
+        return self.gate(x_fbank, x_unit, padding_mask, gate_injector)
+
+
+@register_fusion("concat")
+class Concat(Fusion):
+    """Table III: ``Linear([x_fbank; x_unit])`` from 2D to D."""
+
+    def __init__(self, embed_dim: int, args):
+        super().__init__(embed_dim, args)
+        self.proj = nn.Linear(2 * embed_dim, embed_dim)
+        nn.init.xavier_uniform_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x_fbank, x_unit, padding_mask, gate_injector=None):
+        return self.proj(torch.cat([x_fbank, x_unit], dim=-1)), None, None  # (B, T, 2D) -> (B, T, D)
+
+
+@register_fusion("noise-sum")
+class NoiseSum(Fusion):
+    """Table II: FBank-only with uniform noise added, in training only."""
+
+    unit_view = "noise"
+    natural_branch = FBANK
+    noise_in_eval = False
+
+    def forward(self, x_fbank, x_unit, padding_mask, gate_injector=None):
+        return (x_fbank + x_unit if x_unit is not None else x_fbank), None, None
+
+
+@register_fusion("noise-replace")
+class NoiseReplace(GSGN):
+    """Table II: GSGN with the unit view replaced by uniform noise, in training and inference."""
+
+    unit_view = "noise"
+
+
+def align_time(x: Tensor, length: int) -> Tensor:
+    """Trim or zero-pad (B, T', D) along time to (B, length, D)."""
+    return x[:, :length] if x.size(1) >= length else F.pad(x, (0, 0, 0, length - x.size(1)))
+
+
+class MultiviewFrontend(nn.Module):
+    """Views, fusion and branch choice (see the module docstring).
+
+    Args (model args): ``fusion``, ``conv_kernel_sizes``, ``unit_conv_kernel_sizes``,
+    ``conv_channels``, ``input_feat_per_channel * input_channels``, ``encoder_embed_dim``,
+    ``gate_activation``, ``unit_gate``, ``multi_stage_dropout``, ``msd_schedule``,
+    ``msd_granularity``, ``inference_branch``, ``inference_seed``, ``noise_range``;
+    ``num_units`` K.
+    """
+
+    def __init__(self, args, num_units: int):
+        super().__init__()
+        if args.fusion not in FUSIONS:
+            raise ValueError(f"--fusion must be one of {sorted(FUSIONS)}, got {args.fusion!r}")
+        D = args.encoder_embed_dim
+        self.fusion = FUSIONS[args.fusion](D, args)
+        fbank_kernels = parse_kernel_sizes(args.conv_kernel_sizes, "--conv-kernel-sizes")
+        if len(fbank_kernels) < 1:
+            raise ValueError(f"--conv-kernel-sizes needs at least one layer, got {args.conv_kernel_sizes!r}")
+        self.n_fbank_conv = len(fbank_kernels)
+        unit_spec = getattr(args, "unit_conv_kernel_sizes", None)
+        unit_kernels = parse_kernel_sizes(unit_spec, "--unit-conv-kernel-sizes") if unit_spec else fbank_kernels[1:]
+        if len(unit_kernels) != self.n_fbank_conv - 1:
+            raise ValueError(
+                f"--unit-conv-kernel-sizes {unit_spec!r} has {len(unit_kernels)} layers; units (20 ms) need one fewer "
+                f"than the {self.n_fbank_conv} FBank layers of --conv-kernel-sizes {args.conv_kernel_sizes!r}"
+            )
+        self.subsample = None
+        if self.fusion.uses_fbank:
+            self.subsample = MaskedConv1dSubsampler(
+                args.input_feat_per_channel * args.input_channels, args.conv_channels, D, fbank_kernels
+            )
+        self.unit_frontend = UnitFrontend(num_units, D, args.conv_channels, unit_kernels) if self.fusion.unit_view == "units" else None
+        self.noise_range: Optional[Tensor] = None
+        if self.fusion.unit_view == "noise":
+            del self.noise_range
+            spec = getattr(args, "noise_range", None)
+            if not spec:
+                raise ValueError(f"--fusion {args.fusion} needs --noise-range MIN,MAX: the range of the S-feature over "
+                                 "the training set (scripts/measure_unit_range.py measures it from a trained model)")
+            self.register_buffer("noise_range", torch.tensor(parse_noise_range(spec)))
+
+        self.msd_enabled = bool(args.multi_stage_dropout)
+        if self.msd_enabled and not self.fusion.two_view:
+            raise ValueError(f"--multi-stage-dropout needs a fusion with both views "
+                             f"{[n for n, c in FUSIONS.items() if c.is_two_view()]}, got --fusion {args.fusion}")
+        self.branch_sampler = BranchSampler(args.msd_schedule, args.msd_granularity)
+        self.available_branches = (FBANK, UNIT, FUSION) if self.fusion.two_view else (self.fusion.natural_branch,)
+        self.inference_branch = args.inference_branch
+        if self.inference_branch not in INFERENCE_BRANCHES:
+            raise ValueError(f"--inference-branch must be one of {INFERENCE_BRANCHES}, got {self.inference_branch!r}")
+        if self.inference_branch != "fusion" and not self.fusion.two_view and not (
+            self.inference_branch in BRANCH_NAMES and BRANCH_NAMES.index(self.inference_branch) in self.available_branches
+        ):
+            raise ValueError(f"--inference-branch {self.inference_branch} needs both views; --fusion {args.fusion} has "
+                             f"only {[BRANCH_NAMES[b] for b in self.available_branches]}")
+        self.inference_seed = args.inference_seed
+        self._noise_generators: Dict[str, torch.Generator] = {}  # eval-mode noise, restarted on train()/eval()
+
+    @property
+    def fbank_subsampling_layers(self) -> int:
+        """n: FBank frames are subsampled 2^n x and units 2^(n-1) x (the task's view-alignment rule)."""
+        return self.n_fbank_conv
+
+    def train(self, mode: bool = True):
+        self._noise_generators = {}
+        return super().train(mode)
+
+    def select_branches(self, bsz: int, device, force_branch: Optional[str] = None, utt_keys: Optional[Tensor] = None) -> Tensor:
+        """(B,) long branch per utterance (0 fbank, 1 unit, 2 fusion)."""
+        if force_branch is not None:
+            if force_branch not in BRANCH_NAMES:
+                raise ValueError(f"force_branch must be None or one of {BRANCH_NAMES}, got {force_branch!r}")
+            branch = BRANCH_NAMES.index(force_branch)
+            if branch not in self.available_branches:
+                raise ValueError(f"force_branch={force_branch!r} is not available with --fusion {self.fusion.name}")
+            return torch.full((bsz,), branch, dtype=torch.long, device=device)
+        if not self.fusion.two_view:
+            return torch.full((bsz,), self.fusion.natural_branch, dtype=torch.long, device=device)
+        if self.training:
+            if self.msd_enabled:
+                return self.branch_sampler.sample(bsz, device)
+            return torch.full((bsz,), FUSION, dtype=torch.long, device=device)
+        if self.inference_branch == "sample":
+            if utt_keys is None:
+                raise ValueError(
+                    "--inference-branch sample draws each utterance's branch from (--inference-seed, utterance id): "
+                    "net_input needs utt_keys (B,), which the multiview dataset's collater adds"
+                )
+            return self.branch_sampler.sample_keyed(utt_keys, self.inference_seed, device)
+        return torch.full((bsz,), BRANCH_NAMES.index(self.inference_branch), dtype=torch.long, device=device)
+
+    def _noise_like(self, x: Tensor) -> Tensor:
+        low, high = self.noise_range.float()  # 0-d tensors on x's device: no host sync
+        generator = None
+        if not self.training:
+            key = str(x.device)
+            if key not in self._noise_generators:
+                self._noise_generators[key] = torch.Generator(device=x.device)
+                self._noise_generators[key].manual_seed(self.inference_seed + 1)
+            generator = self._noise_generators[key]
+        return uniform_noise_like(x, low, high, generator=generator)
+
+    def forward(
+        self,
+        src_tokens: Tensor,
+        src_lengths: Tensor,
+        src_units: Optional[Tensor] = None,
+        src_units_lengths: Optional[Tensor] = None,
+        force_branch: Optional[str] = None,
+        utt_keys: Optional[Tensor] = None,
+        gate_injector: Optional[Callable[[Tensor], Tensor]] = None,
+    ) -> Tuple[Tensor, Tensor, Dict[str, Optional[Tensor]]]:
+        """
+        Args:
+            src_tokens: (B, T_fbank, C) FBank, zero-padded; src_lengths: (B,).
+            src_units: (B, T_unit) unit ids padded with K; src_units_lengths: (B,).
+            force_branch, utt_keys, gate_injector: see ``S2TGSGNEncoder.forward``.
+
+        Returns:
+            ``(x, padding_mask, views)``: x (B, T, D) the encoder input (zero at padding),
+            padding_mask (B, T) True at padding, views ``{"g_fbank", "g_unit", "branch",
+            "x_fbank", "x_unit"}`` (None where the fusion has none).
+        """
+        bsz = src_tokens.size(0)
+        if self.unit_frontend is not None and (src_units is None or src_units_lengths is None):
+            raise ValueError(f"--fusion {self.fusion.name} needs src_units and src_units_lengths in net_input")
+        if self.subsample is not None:
+            x_fbank, lengths = self.subsample(src_tokens, src_lengths)  # (B, T_fbank, C) -> (B, T, D)
+            max_len = x_fbank.size(1)
+        else:
+            x_fbank = None
+            lengths = subsampled_lengths(src_lengths, self.n_fbank_conv)  # (B,): no FBank conv needed
+            max_len = subsampled_length(src_tokens.size(1), self.n_fbank_conv)
+        padding_mask = frames_padding_mask(lengths, max_len)  # (B, T)
+        pad3 = padding_mask.unsqueeze(-1)  # (B, T, 1)
+
+        x_unit = None
+        if self.unit_frontend is not None:
+            x_unit, _ = self.unit_frontend(src_units, src_units_lengths)  # (B, T_unit) -> (B, T', D)
+            x_unit = align_time(x_unit, max_len).masked_fill(pad3, 0.0)  # (B, T', D) -> (B, T, D)
+            if x_fbank is not None:
+                x_unit = x_unit.to(x_fbank.dtype)
+        elif self.noise_range is not None and (self.training or self.fusion.noise_in_eval):
+            x_unit = self._noise_like(x_fbank).masked_fill(pad3, 0.0)  # (B, T, D): the unit view is noise
+
+        branch = self.select_branches(bsz, src_tokens.device, force_branch, utt_keys)  # (B,)
+        x_fusion, g_fbank, g_unit = self.fusion(x_fbank, x_unit, padding_mask, gate_injector)  # (B, T, D)
+        if self.fusion.two_view:
+            b = branch.view(bsz, 1, 1)
+            x = torch.where(b == FBANK, x_fbank, torch.where(b == UNIT, x_unit, x_fusion))  # (B, T, D)
+        else:
+            x = x_fusion
+        unit_view = x_unit if self.fusion.two_view or self.fusion.unit_view == "units" else None  # noise-sum's is no view
+        views = {"g_fbank": g_fbank, "g_unit": g_unit, "branch": branch, "x_fbank": x_fbank, "x_unit": unit_view}
+        return x.masked_fill(pad3, 0.0), padding_mask, views
