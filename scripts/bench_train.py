@@ -107,6 +107,13 @@ def mode_table(interval: int):
         f"gsgn-exact-i{interval}": (
             "gsgn", [*gate, "--fusion", "gsgn", "--gate-target", "exact", "--gate-target-interval", str(interval)]
         ),
+        "gsgn-factorized-utt": ("gsgn", [*gate, "--fusion", "gsgn", "--gate-target", "factorized",
+                                         "--gate-target-granularity", "utterance"]),
+        "gsgn-exact-utt": ("gsgn", [*gate, "--fusion", "gsgn", "--gate-target", "exact",
+                                    "--gate-target-granularity", "utterance"]),
+        f"gsgn-exact-utt-i{interval}": ("gsgn", [*gate, "--fusion", "gsgn", "--gate-target", "exact",
+                                                 "--gate-target-granularity", "utterance",
+                                                 "--gate-target-interval", str(interval)]),
         S2T: ("s2t", gate),
         "fbank-lsce": ("gsgn", ["--criterion", LSCE, "--fusion", "fbank"]),
         f"{S2T}-lsce": ("s2t", ["--criterion", LSCE]),
@@ -123,6 +130,9 @@ def goal_ratios(interval: int):
         ("gsgn-factorized", BASELINE, 1.10),
         (f"gsgn-exact-i{interval}", BASELINE, 1.15),
         ("gsgn-exact", BASELINE, None),
+        ("gsgn-factorized-utt", BASELINE, 1.10),
+        ("gsgn-exact-utt", BASELINE, None),
+        (f"gsgn-exact-utt-i{interval}", BASELINE, 1.10),
         (NOGATE, BASELINE, None),
         ("gsgn-factorized", NOGATE, None),
         (f"gsgn-exact-i{interval}", NOGATE, None),
@@ -304,12 +314,15 @@ def setup_task(mode):
     with quiet():
         mode.cfg = convert_namespace_to_omegaconf(args)
         mode.task = tasks.setup_task(mode.cfg.task)
+        mode.task.bench_model_cfg = mode.cfg.model
     return mode.task
 
 
 def fixed_batches(args, task):
     """``--batches`` collated batches of the train subset (fixed by ``--seed``)."""
     with quiet():
+        if getattr(getattr(task, "alignment", None), "fbank_conv_layers", 0) is None:  # the views' alignment rule comes from a built model
+            task.build_model(task.bench_model_cfg)
         task.load_dataset(args.train_subset)
         itr = task.get_batch_iterator(
             dataset=task.dataset(args.train_subset),

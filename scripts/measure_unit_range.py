@@ -10,9 +10,7 @@ valid frames, the value of ``--noise-range`` for ``--fusion noise-sum`` / ``nois
         --subset train_st --json exp/noise_range.json
 """
 import argparse
-import json
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -20,6 +18,7 @@ from fairseq import checkpoint_utils, utils
 from tqdm import tqdm
 
 import gsgn_fairseq  # noqa: F401  (registers the plugin; checkpoints load under weights_only)
+from gsgn_fairseq.fileio import write_json_atomic
 
 logger = logging.getLogger("measure_unit_range")
 
@@ -73,9 +72,7 @@ def main():
                 f"min {out['min']:.6g}, max {out['max']:.6g}")
     print(out["noise_range"])
     if args.json:
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(out, indent=2) + "\n")
-        os.replace(tmp, args.json)
+        write_json_atomic(args.json, out)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,10 @@ a disagreement is reported. The scoring itself is ``gsgn_fairseq.scoring``.
         --tsv data/en-de/tst-COMMON_st.tsv --json exp/gsgn/bleu-tst-COMMON.json
 """
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
+from gsgn_fairseq.fileio import write_json_atomic
 from gsgn_fairseq.scoring import ScoringError, score_generate_output
 
 
@@ -38,9 +37,7 @@ def main():
         verdict = "agrees" if out["fairseq_agrees"] else "DIFFERS (its T- references are re-encoded text)"
         print(f"fairseq-generate's own BLEU: {out['fairseq_bleu']:.2f} ({verdict})")
     if args.json:
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(out, indent=2) + "\n")
-        os.replace(tmp, args.json)
+        write_json_atomic(args.json, out)
 
 
 if __name__ == "__main__":

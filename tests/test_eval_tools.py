@@ -259,3 +259,30 @@ def test_results_table_labels_the_fusion_input_column(tmp_path):
     assert "| model | tst-COMMON BLEU | tst-COMMON chrF | tst-COMMON BLEU, fusion input | convergence epoch |" in table
     assert "| fbank | 50.00 | 55.00 | - | - |" in table and "| gsgn_drop | 61.00 | 66.00 | 60.00 | - |" in table
     assert "paper's protocol" in table
+
+
+def _json_line(kind, rec):
+    return f"2026-12-02 10:00:00 | INFO | {kind} | {json.dumps({k: str(v) for k, v in rec.items()})}\n"
+
+
+def test_gate_summary_and_learning_table_read_fairseq_logs(tmp_path):
+    import gate_summary
+    import learning_table
+
+    for name, acc in (("ours", (40.0, 60.0)), ("s2t", (45.0, 70.0))):
+        run = tmp_path / name
+        run.mkdir()
+        rows = []
+        for e, a in enumerate(acc, start=1):
+            rows.append(_json_line("train", {"epoch": e, "train_conflict_pct": 10.0 * e, "train_gate_target": 1.0 + e / 100,
+                                             "train_g_fbank_mean": 0.9, "train_wall": 30 * e}))
+            rows.append(_json_line("dev_st", {"epoch": e, "dev_st_loss": 3.0 - e, "dev_st_accuracy": a}))
+        (run / "train.log").write_text("".join(rows))
+    (tmp_path / "ours" / "bleu-tst-COMMON.json").write_text(json.dumps(
+        {"bleu": 12.5, "chrf": 40.0, "signature": "nrefs:1|tok:13a"}))
+    summary = gate_summary.table({"ours": tmp_path / "ours" / "train.log"})
+    assert "| run | epoch | conflict_pct | gate_target | g_fbank_mean |" in summary
+    assert "| ours | 2 | 20 | 1.02 | 0.9 |" in summary
+    md = learning_table.table({"ours": tmp_path / "ours", "s2t": tmp_path / "s2t"})
+    assert "| epoch | dev accuracy ours | dev accuracy s2t |" in md and "| 2 | 60.00 | 70.00 |" in md
+    assert "| ours | 12.50 | 40.00 | 60.00 | 2 |" in md and "| s2t | - | - | 70.00 | 2 |" in md

@@ -442,3 +442,33 @@ def test_default_unit_gate_is_one(data_dir, arch):
     assert not any(".unit_gate." in n for n, _ in encoder.named_parameters())
     learned = S2TGSGNEncoder(_args(data_dir, "--fusion", "gsgn", "--unit-gate", "learned", arch="s2t_gsgn_tiny"), K)
     assert learned.frontend.fusion.gate.unit_gate is not None
+
+
+def test_a_fusion_registered_in_a_test_runs_without_encoder_edits(data_dir):
+    from gsgn_fairseq.modules.multiview_frontend import FUSIONS as REGISTRY
+    from gsgn_fairseq.modules.multiview_frontend import Fusion, register_fusion
+
+    @register_fusion("mean-test")
+    class Mean(Fusion):
+        """The two views averaged: one class and one registry entry."""
+
+        def forward(self, x_fbank, x_unit, padding_mask, gate_injector=None):
+            return 0.5 * (x_fbank + x_unit), None, None
+
+    try:
+        model, task, _ = build(data_dir, "--fusion", "mean-test", "--multi-stage-dropout")
+        model.train()
+        sample = batch(task)
+        logits, extra = model(**sample["net_input"])
+        logits.float().logsumexp(-1).sum().backward()
+        enc = extra["encoder_out"]
+        assert enc["gsgn_x_fbank"] and enc["gsgn_x_unit"] and not enc["gsgn_g_fbank"]
+        assert model.encoder.frontend.available_branches == (FBANK, UNIT, FUSION)  # two views: three branches
+        model.eval()
+        fused = _encoder_out(model, sample, force_branch="fusion")
+        both = [_encoder_out(model, sample, force_branch=b)["gsgn_x_fbank"][0] for b in ("fbank",)]
+        assert torch.isfinite(fused["encoder_out"][0]).all() and both
+    finally:
+        del REGISTRY["mean-test"]
+    with pytest.raises(ValueError, match="--fusion must be one of"):  # unregistered again
+        build(data_dir, "--fusion", "mean-test")

@@ -97,3 +97,40 @@ def test_resume_lands_in_the_right_stage(data_dir, tmp_path):
     assert re.search(r"Loaded checkpoint .*checkpoint_last\.pt \(epoch 2 @ \d+ updates\)", resumed), resumed[-2000:]
     assert "multi-stage dropout: epoch 2: stage 2/2 (from epoch 2: delta_fbank=0.0, delta_unit=0.5" in resumed
     assert "multi-stage dropout: epoch 1:" not in resumed  # no epoch was redone
+
+
+def test_noise_range_is_measured_on_a_trained_unit_view_and_drives_noise_replace(data_dir, tmp_path):
+    import json
+
+    import torch
+
+    train(data_dir, tmp_path / "gsgn", "--fusion", "gsgn", max_epoch=1)
+    out = tmp_path / "range.json"
+    proc = subprocess.run([sys.executable, str(Path(USER_DIR).parent / "scripts" / "measure_unit_range.py"),
+                           "--path", str(tmp_path / "gsgn" / "checkpoint_last.pt"), "--data", str(data_dir),
+                           "--subset", "train", "--cpu", "--json", str(out)], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    measured = json.loads(out.read_text())
+    assert measured["utterances"] == 16 and measured["min"] < 0 < measured["max"]
+    assert proc.stdout.strip() == measured["noise_range"]
+    # by hand: the unit front end of the checkpoint over every train utterance
+    import gsgn_fairseq  # noqa: F401
+    from fairseq import checkpoint_utils
+
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
+        [str(tmp_path / "gsgn" / "checkpoint_last.pt")], arg_overrides={"data": str(data_dir)})
+    task.load_dataset("train")
+    ds = task.dataset("train")
+    lo, hi = float("inf"), float("-inf")
+    with torch.no_grad():
+        for i in range(len(ds)):
+            item = ds[i]
+            x, _ = models[0].encoder.frontend.unit_frontend(item.units[None], torch.tensor([item.units.numel()]))
+            lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
+    assert measured["min"] == pytest.approx(lo, abs=1e-5) and measured["max"] == pytest.approx(hi, abs=1e-5)
+    log = train(data_dir, tmp_path / "noise", "--fusion", "noise-replace", f"--noise-range={measured['noise_range']}",
+                max_epoch=1)
+    assert "| INFO | train | epoch 001 |" in log
+    state = torch.load(tmp_path / "noise" / "checkpoint_last.pt", weights_only=True)
+    low, high = state["model"]["encoder.frontend.noise_range"].tolist()
+    assert (low, high) == pytest.approx((measured["min"], measured["max"]), rel=1e-5)

@@ -227,8 +227,9 @@ class S2TGSGNModel(FairseqEncoderDecoderModel):
                             help="kernel sizes of the unit downsampler; one fewer layer than the FBank one "
                                  "(default: the FBank kernels without the first)")
         # fusion
-        parser.add_argument("--fusion", type=str, choices=FUSIONS,
-                            help="input of the encoder: one view, GSGN fusion, concatenation or a noise control")
+        parser.add_argument("--fusion", type=str, metavar="NAME",
+                            help=f"input of the encoder, a registered fusion ({', '.join(FUSION_REGISTRY)}; "
+                                 "modules/multiview_frontend.py): one view, GSGN, concatenation or a noise control")
         parser.add_argument("--gate-activation", type=str, choices=GATE_ACTIVATIONS,
                             help="gate activation of Eq. 3: 2*sigmoid (range (0,2)) or sigmoid")
         parser.add_argument("--unit-gate", type=str, choices=UNIT_GATES,

@@ -186,8 +186,11 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
             model = super().build_model(args, from_checkpoint)
         finally:
             self._building_from_checkpoint = False
-        # the views' alignment rule comes from the model as built (its FBank subsampling)
-        self.alignment.fbank_conv_layers = model.encoder.frontend.fbank_subsampling_layers
+        # the views' alignment rule comes from the model as built (its FBank subsampling);
+        # a model without our front end (e.g. fairseq's s2t_transformer) reads no units
+        frontend = getattr(getattr(model, "encoder", None), "frontend", None)
+        if frontend is not None:
+            self.alignment.fbank_conv_layers = frontend.fbank_subsampling_layers
         if self.eval_bleu:
             self._setup_eval_bleu(model)
         return model

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Is our FBank-only model a fair baseline? Trains, on the toy corpus and without CTC, our
-# `--fusion fbank` model (default adapter and --adapter none) and fairseq's own
-# s2t_transformer of the same size (task speech_to_text on the same data), with the toy
-# settings otherwise; averages the 5 best checkpoints, decodes tst-COMMON (beam 5) and writes
+# Is our FBank-only model a fair baseline? Trains, on the toy corpus, our `--fusion fbank`
+# model (--adapter linear-ln and none, without CTC and with CTC 0.3 on the acoustic encoder)
+# and fairseq's own s2t_transformer of the same size (task speech_to_text on the same data,
+# no CTC), with the toy settings otherwise; averages the 5 best checkpoints, decodes tst-COMMON (beam 5) and writes
 # a table of dev accuracy per epoch and test BLEU/chrF to $EXP/baseline.md.
 #
 #   scripts/recipes/toy/run_baseline.sh [--parallel 2] [--runs ours,ours_noadapter,s2t]
@@ -40,12 +40,16 @@ S2T_SIZE="--arch s2t_transformer --encoder-embed-dim 128 --encoder-ffn-embed-dim
   --encoder-attention-heads 4 --decoder-embed-dim 128 --decoder-ffn-embed-dim 512 --decoder-layers 2
   --decoder-attention-heads 4 --conv-kernel-sizes 5,5,5 --conv-channels 256 --dropout 0.1
   --attention-dropout 0.1 --activation-dropout 0.1"
-run_flags() {
+LSCE="--criterion label_smoothed_cross_entropy"
+CTC="--criterion label_smoothed_cross_entropy_with_gate --use-ctc --ctc-weight 0.3"
+run_flags() {  # the task first (decoding takes the first two words)
   case $1 in
-    ours)           echo "--task speech_to_text_multiview --num-units 100 --arch s2t_gsgn_tiny --fusion fbank" ;;
-    ours_noadapter) echo "--task speech_to_text_multiview --num-units 100 --arch s2t_gsgn_tiny --fusion fbank --adapter none" ;;
-    s2t)            echo "--task speech_to_text $S2T_SIZE" ;;
-    *) echo "unknown run '$1' (ours ours_noadapter s2t)" >&2; return 1 ;;
+    ours)           echo "--task speech_to_text_multiview --num-units 100 --arch s2t_gsgn_tiny --fusion fbank --adapter linear-ln $LSCE" ;;
+    ours_noadapter) echo "--task speech_to_text_multiview --num-units 100 --arch s2t_gsgn_tiny --fusion fbank --adapter none $LSCE" ;;
+    ours_ctc)       echo "--task speech_to_text_multiview --num-units 100 --arch s2t_gsgn_tiny --fusion fbank --adapter linear-ln $CTC" ;;
+    ours_noadapter_ctc) echo "--task speech_to_text_multiview --num-units 100 --arch s2t_gsgn_tiny --fusion fbank --adapter none $CTC" ;;
+    s2t)            echo "--task speech_to_text $S2T_SIZE $LSCE" ;;
+    *) echo "unknown run '$1' (ours ours_noadapter ours_ctc ours_noadapter_ctc s2t)" >&2; return 1 ;;
   esac
 }
 
@@ -57,7 +61,7 @@ one_run() {
   # shellcheck disable=SC2046
   log "train $name"
   "$BIN/fairseq-train" "$data" --user-dir gsgn_fairseq $(run_flags "$name") --config-yaml config_st.yaml \
-    --train-subset train_st --valid-subset dev_st --criterion label_smoothed_cross_entropy \
+    --train-subset train_st --valid-subset dev_st \
     --label-smoothing 0.1 --report-accuracy --optimizer adam --adam-betas '(0.9, 0.98)' --lr 2e-3 \
     --lr-scheduler inverse_sqrt --warmup-updates 500 --clip-norm 10.0 --max-tokens 10000 \
     --max-epoch "$TOY_MAX_EPOCH" --seed "$seed" --num-workers 0 --save-dir "$dir" \
