@@ -100,7 +100,7 @@ class S2TGSGNEncoder(FairseqEncoder):
         self.padding_idx = 1  # for the positional embedding of the padding mask, as in s2t_transformer
         self.embed_positions = PositionalEmbedding(args.max_source_positions, D, self.padding_idx)
         self.acoustic_layers = nn.ModuleList([TransformerEncoderLayer(args) for _ in range(args.acoustic_encoder_layers)])
-        self.adapter_mode = getattr(args, "adapter", "linear-ln")
+        self.adapter_mode = getattr(args, "adapter", "none")
         if self.adapter_mode not in ADAPTERS:
             raise ValueError(f"--adapter must be one of {ADAPTERS}, got {self.adapter_mode!r}")
         # the acoustic stack's own final LayerNorm feeds the adapter (and CTC); without an
@@ -385,7 +385,7 @@ def base_architecture(args):
     args.inference_branch = getattr(args, "inference_branch", "fusion")
     args.inference_seed = getattr(args, "inference_seed", 1)
     args.use_ctc = getattr(args, "use_ctc", False)
-    args.adapter = getattr(args, "adapter", "linear-ln")
+    args.adapter = getattr(args, "adapter", "none")  # linear-ln stalled the FBank-only model without CTC (docs/RESULTS.md)
     args.noise_range = getattr(args, "noise_range", None)
     # transformer
     args.encoder_embed_dim = getattr(args, "encoder_embed_dim", 512)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Does the gate react to gradient conflicts? GSGN (no multi-stage dropout) on the toy corpus,
 # the toy settings (toy_flags.sh), with:
-#   gate_off        the gate loss off (--gate-loss-weight 0; targets still measured, exact per utterance)
+#   gate_off        the gate loss off (--gate-loss-weight 0; targets still measured: factorized per utterance)
 #   exact_utt       exact targets per utterance, every update
 #   factorized_utt  factorized (Eq. 6-7) targets per utterance
 #   learned_unit    factorized per utterance with --unit-gate learned (the deviation)
@@ -42,7 +42,7 @@ done
 
 run_flags() {
   case $1 in
-    gate_off)       echo "--gate-target exact --gate-target-granularity utterance --gate-target-interval 1 --gate-loss-weight 0" ;;
+    gate_off)       echo "--gate-target factorized --gate-target-granularity utterance --gate-loss-weight 0" ;;
     exact_utt)      echo "--gate-target exact --gate-target-granularity utterance --gate-target-interval 1" ;;
     factorized_utt) echo "--gate-target factorized --gate-target-granularity utterance" ;;
     learned_unit)   echo "--gate-target factorized --gate-target-granularity utterance --unit-gate learned" ;;
