@@ -163,6 +163,8 @@ def make_criterion(**overrides):
     kwargs = dict(
         sentence_avg=False,
         label_smoothing=0.1,
+        gate_target="exact",  # the tests name the reading and granularity they mean
+        gate_target_granularity="batch",
         gate_reference_params=r"^encoder\.acoustic_layers\.0\.weight$",
     )
     kwargs.update(overrides)
@@ -560,7 +562,9 @@ def test_config_fields_have_help_and_parse():
     assert args.gate_target == "factorized" and args.gate_target_interval == 4
     assert args.gate_loss_weight == 0.5 and args.ctc_weight == 0.3
     defaults = parser.parse_args([])
-    assert defaults.gate_target == "exact" and defaults.gate_loss_weight == 1.0
+    # the default reading: factorized per utterance (README "Choices")
+    assert defaults.gate_target == "factorized" and defaults.gate_target_granularity == "utterance"
+    assert defaults.gate_loss_weight == 1.0
     assert defaults.gate_reference_params == r"^encoder\.acoustic_layers\.0\."
     for f in dataclasses.fields(LabelSmoothedCrossEntropyWithGateCriterionConfig):
         if f.name.startswith(("gate_", "ctc_")):
@@ -589,6 +593,7 @@ def tiny_gsgn(tmp_path_factory):
             str(data), "--user-dir", user_dir, "--task", "speech_to_text_multiview",
             "--arch", "s2t_gsgn_tiny", "--config-yaml", "config_st.yaml", "--num-units", "20",
             "--criterion", "label_smoothed_cross_entropy_with_gate", "--label-smoothing", "0.1",
+            "--gate-target", "exact", "--gate-target-granularity", "batch",
             "--dropout", "0", "--attention-dropout", "0", "--activation-dropout", "0", *extra,
         ])
         task = tasks.setup_task(args)

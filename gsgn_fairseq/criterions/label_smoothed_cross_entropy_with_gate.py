@@ -7,7 +7,8 @@ size (fairseq divides the summed loss by it later) and ``L_gate = MSE(g_fbank, t
 the valid frames of the utterances that took the fusion branch (Eq. 12,
 ``modules.gate_target.masked_squared_error``). The target (Eq. 8-11) comes from one of the
 strategies in ``modules/gate_targets.py`` (``--gate-target exact|factorized``, per batch or
-per utterance).
+per utterance; the default, factorized per utterance, is the reading whose gate moves at a
+step cost within 1.10x of FBank-only: README "Choices", docs/RESULTS.md).
 
 The gate loss is a training-time term: in validation only the gate and branch statistics are
 logged and the loss is CE (+ CTC). Models without gates (``--fusion fbank|unit|concat``) get
@@ -43,12 +44,12 @@ class LabelSmoothedCrossEntropyWithGateCriterionConfig(LabelSmoothedCrossEntropy
                           "0 keeps the statistics, drops the loss"},
     )
     gate_target: ChoiceEnum(list(GATE_TARGETS)) = field(
-        default="exact",
+        default="factorized",
         metadata={"help": "how a = dL_fbank/dW, b = dL_unit/dW are obtained: exact (two single-view passes, "
                           "parameters frozen) or factorized (Eq. 6-7 inside the training backward)"},
     )
     gate_target_granularity: ChoiceEnum(list(GRANULARITIES)) = field(
-        default="batch",
+        default="utterance",
         metadata={"help": "one target per batch (pooled over its fusion utterances) or one per utterance"},
     )
     gate_target_interval: int = field(
@@ -66,7 +67,7 @@ class LabelSmoothedCrossEntropyWithGateCriterionConfig(LabelSmoothedCrossEntropy
 @register_criterion("label_smoothed_cross_entropy_with_gate", dataclass=LabelSmoothedCrossEntropyWithGateCriterionConfig)
 class LabelSmoothedCrossEntropyWithGateCriterion(LabelSmoothedCrossEntropyCriterion):
     def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
-                 ctc_weight=0.0, gate_loss_weight=1.0, gate_target="exact", gate_target_granularity="batch",
+                 ctc_weight=0.0, gate_loss_weight=1.0, gate_target="factorized", gate_target_granularity="utterance",
                  gate_target_interval=1, gate_reference_params=r"^encoder\.acoustic_layers\.0\.", gate_target_max=None):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
         self.ctc_weight = ctc_weight
