@@ -96,21 +96,9 @@ for p in "${pids[@]}"; do wait "$p"; done
 named=(); for r in "${run_list[@]}"; do named+=("$r=$exp/$r"); done
 "$PY" scripts/learning_table.py --runs "${named[@]}" --out "$exp/baseline.md"
 
-# Decoding speed (beam 5, tst-COMMON), the runs one after another on an otherwise idle
-# machine, twice in alternation; fairseq-generate's own "Translated ... in X s".
-{
-  echo; echo "Decoding tst-COMMON, beam 5, $(nproc) threads (fairseq-generate's 'Translated ... in X s', two alternating rounds):"; echo
-  echo "| run | round 1 (s) | round 2 (s) |"; echo "|---|---|---|"
-  declare -A secs=()
-  for round in 1 2; do
-    for r in "${run_list[@]}"; do
-      # shellcheck disable=SC2046
-      "$BIN/fairseq-generate" "$data" --user-dir gsgn_fairseq $(run_flags "$r" | cut -d' ' -f1-2) \
-        --config-yaml config_st.yaml --gen-subset tst-COMMON_st --path "$exp/$r/checkpoint_avg$TOY_N_AVG.pt" \
-        --beam 5 --lenpen 1.0 --max-tokens 50000 --required-batch-size-multiple 1 --quiet > "$exp/$r/speed.log" 2>&1
-      secs[$r.$round]=$(grep -o "Translated .* in [0-9.]*s" "$exp/$r/speed.log" | grep -o "[0-9.]*s$" | tr -d s)
-    done
-  done
-  for r in "${run_list[@]}"; do echo "| $r | ${secs[$r.1]} | ${secs[$r.2]} |"; done
+# Decoding speed: the runs one after another, alternating (scripts/bench_decode.py)
+ckpts=(); for r in "${run_list[@]}"; do ckpts+=("$r=$exp/$r/checkpoint_avg$TOY_N_AVG.pt"); done
+{ echo; echo "Decoding tst-COMMON, beam 5 (scripts/bench_decode.py, alternating rounds):"; echo
+  "$PY" scripts/bench_decode.py --data "$data" --subset tst-COMMON_st --runs "${ckpts[@]}" | sed -n '/^| run/,$p'
 } >> "$exp/baseline.md"
 log "done: $exp/baseline.md"
