@@ -382,7 +382,7 @@ def test_pretrained_initialisation(data_dir, tmp_path, caplog):
     _save_fairseq_checkpoint(tmp_path / "mt.pt", mt)
     caplog.set_level("INFO")
     model, _, _ = build(
-        data_dir, "--fusion", "gsgn",
+        data_dir, "--fusion", "gsgn", "--adapter", "linear-ln",  # an acoustic LayerNorm to load into
         "--load-pretrained-acoustic-encoder-from", str(tmp_path / "asr.pt"),
         "--load-pretrained-text-encoder-from", str(tmp_path / "mt.pt"),
         "--load-pretrained-decoder-from", str(tmp_path / "mt.pt"),

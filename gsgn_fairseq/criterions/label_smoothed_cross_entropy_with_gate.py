@@ -14,6 +14,7 @@ The gate loss is a training-time term: in validation only the gate and branch st
 logged and the loss is CE (+ CTC). Models without gates (``--fusion fbank|unit|concat``) get
 neither gate loss nor gate logs.
 """
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Optional
@@ -30,7 +31,12 @@ from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 
 from ..modules.branch_sampler import BRANCH_NAMES
-from ..modules.gate_targets import GATE_TARGETS, GRANULARITIES, GateViews, init_stats
+from ..modules.gate_targets import GATE_TARGETS, GRANULARITIES, GateViews, init_stats, unwrap
+
+
+def _takes_gate_injector(model) -> bool:
+    """Models without gates of ours (e.g. fairseq's s2t_transformer) take no ``gate_injector``."""
+    return "gate_injector" in inspect.signature(unwrap(model).forward).parameters
 
 
 @dataclass
@@ -108,7 +114,7 @@ class LabelSmoothedCrossEntropyWithGateCriterion(LabelSmoothedCrossEntropyCriter
         training = model.training and torch.is_grad_enabled() and reduce
         if model.training:
             self._num_train_forwards += 1
-        extra = self.strategy.forward_kwargs() if training else {}
+        extra = self.strategy.forward_kwargs() if training and _takes_gate_injector(model) else {}
         net_output = model(**sample["net_input"], **extra)
         loss, nll_loss, ctc_loss = self.task_loss(model, net_output, sample, reduce=reduce)
         sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
