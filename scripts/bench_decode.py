@@ -25,7 +25,10 @@ def decode_seconds(data: Path, ckpt: Path, subset: str, beam: int, max_tokens: i
     """(seconds, sentences, tokens) of one fairseq-generate run."""
     import torch
 
-    task = torch.load(ckpt, map_location="cpu", weights_only=False)["cfg"]["task"]["_name"]
+    import gsgn_fairseq.checkpoint_compat  # noqa: F401  (fairseq checkpoints under weights_only)
+
+    cfg = torch.load(ckpt, map_location="cpu", mmap=True)["cfg"]["task"]
+    task = cfg["_name"] if isinstance(cfg, dict) else getattr(cfg, "_name", None) or cfg.task
     cmd = [str(Path(sys.executable).parent / "fairseq-generate"), str(data), "--user-dir", str(ROOT / "gsgn_fairseq"),
            "--task", task, "--config-yaml", "config_st.yaml", "--gen-subset", subset, "--path", str(ckpt),
            "--beam", str(beam), "--lenpen", "1.0", "--max-tokens", str(max_tokens),
