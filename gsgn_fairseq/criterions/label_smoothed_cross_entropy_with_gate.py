@@ -14,6 +14,7 @@ The gate loss is a training-time term: in validation only the gate and branch st
 logged and the loss is CE (+ CTC). Models without gates (``--fusion fbank|unit|concat``) get
 neither gate loss nor gate logs.
 """
+import functools
 import inspect
 import math
 from dataclasses import dataclass, field
@@ -34,9 +35,15 @@ from ..modules.branch_sampler import BRANCH_NAMES
 from ..modules.gate_targets import GATE_TARGETS, GRANULARITIES, GateViews, init_stats, unwrap
 
 
+@functools.lru_cache(maxsize=None)
+def _forward_takes_gate_injector(model_type) -> bool:
+    return "gate_injector" in inspect.signature(model_type.forward).parameters
+
+
 def _takes_gate_injector(model) -> bool:
-    """Models without gates of ours (e.g. fairseq's s2t_transformer) take no ``gate_injector``."""
-    return "gate_injector" in inspect.signature(unwrap(model).forward).parameters
+    """Models without gates of ours (e.g. fairseq's s2t_transformer) take no ``gate_injector``
+    (looked up once per model class, not on every forward)."""
+    return _forward_takes_gate_injector(type(unwrap(model)))
 
 
 @dataclass

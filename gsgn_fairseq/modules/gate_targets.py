@@ -233,12 +233,12 @@ class ExactGateTarget(GateTargetStrategy):
         linears = self.reference_linears(inner)
         time_first = getattr(inner.encoder, "time_first_layers", True)
         captured = {}
-        fast_path = []
-        for m, _, _ in linears:  # fairseq attention's fused path bypasses its projection modules
-            for owner in inner.modules():
-                if hasattr(owner, "skip_embed_dim_check") and any(c is m for c in owner.children()):
-                    fast_path.append((owner, owner.skip_embed_dim_check))
-                    owner.skip_embed_dim_check = True
+        # fairseq attention's fused path bypasses its projection modules: run the plain one
+        wanted = {id(m) for m, _, _ in linears}
+        fast_path = [(o, o.skip_embed_dim_check) for o in inner.modules()
+                     if hasattr(o, "skip_embed_dim_check") and any(id(c) in wanted for c in o.children())]
+        for owner, _ in fast_path:
+            owner.skip_embed_dim_check = True
         def keep(mod, inp, out):
             captured[mod] = (inp[0].detach(), out)
             return out.clone()  # the layer may scale its output in place (fairseq: q *= scaling)
