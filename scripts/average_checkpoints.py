@@ -12,7 +12,11 @@ checkpoints' own configuration (``checkpoint.best_checkpoint_metric``,
 ``--maximize-best-checkpoint-metric``) highest first. Candidates saved with different metrics
 are refused, and so is a ``--maximize`` / ``--minimize`` that contradicts the checkpoints.
 
-Parameters are averaged in float64 and cast back. The output keeps the first checkpoint's
+The checkpoints must hold the same model: their model configuration (``cfg.model`` without
+the bookkeeping entries that belong to the other sections, such as paths, seeds, logging,
+optimisation and criterion settings), task configuration (without ``data``) and units
+provenance (``task_state``) must agree; the first difference is named. Parameters are
+averaged in float64 and cast back. The output keeps the first checkpoint's
 configuration (so ``fairseq-generate --path`` loads it) without the optimizer state, and a
 ``.json`` beside it lists the averaged epochs; the largest is the run's "convergence epoch".
 
@@ -111,14 +115,58 @@ def select_best(candidates: List[Candidate], n: int, maximize: Optional[bool] = 
     return ranked[:n]
 
 
+NON_MODEL_SECTIONS = ("common", "common_eval", "distributed_training", "dataset", "optimization", "checkpoint",
+                      "bmuf", "generation", "eval_lm", "interactive", "ema", "optimizer", "lr_scheduler",
+                      "scoring", "bpe", "tokenizer", "criterion")
+TASK_BOOKKEEPING = ("data",)
+
+
+def _as_dict(section) -> dict:
+    if section is None:
+        return {}
+    if isinstance(section, dict):
+        return dict(section)
+    return dict(vars(section))
+
+
+def model_identity(state: dict) -> Dict[str, object]:
+    """What must agree for two checkpoints to be averaged: ``model.X``, ``task.X`` and
+    ``task_state.units_provenance`` entries (bookkeeping left out, see the module docstring)."""
+    cfg = state.get("cfg")
+    if cfg is None and state.get("args") is not None:  # pre-hydra checkpoints: one namespace
+        cfg = {"model": state["args"]}
+    cfg = cfg or {}
+    bookkeeping = set(TASK_BOOKKEEPING)
+    for name in NON_MODEL_SECTIONS:
+        bookkeeping.update(_as_dict(cfg.get(name)))
+    # a legacy (argparse) model's cfg.model, and often cfg.task, hold every option of the run
+    model = {k: v for k, v in _as_dict(cfg.get("model")).items() if k not in bookkeeping}
+    out = {f"model.{k}": v for k, v in model.items()}
+    out.update({f"task.{k}": v for k, v in _as_dict(cfg.get("task")).items()
+                if k not in bookkeeping and k not in model})
+    out["task_state.units_provenance"] = (state.get("task_state") or {}).get("units_provenance")
+    return out
+
+
+def check_same_model(first: dict, first_path: str, state: dict, path: str) -> None:
+    a, b = model_identity(first), model_identity(state)
+    for key in sorted(set(a) | set(b)):
+        if a.get(key, "<unset>") != b.get(key, "<unset>"):
+            raise ValueError(f"{path}: not the same model as {first_path}: {key} is {b.get(key, '<unset>')!r} "
+                             f"there but {a.get(key, '<unset>')!r} in {first_path}; average checkpoints of one run")
+
+
 def average_states(paths: List[str]) -> dict:
-    """Average the ``model`` entries of the checkpoints at ``paths``."""
+    """Average the ``model`` entries of the checkpoints at ``paths`` (which must hold the same
+    model: :func:`check_same_model`)."""
     total: "collections.OrderedDict[str, torch.Tensor]" = collections.OrderedDict()
     first = None
     for path in paths:
         state = _load(Path(path))
         if first is None:
             first = state
+        else:
+            check_same_model(first, paths[0], state, path)
         params = state["model"]
         if total and set(params) != set(total):
             diff = sorted(set(params) ^ set(total))[:5]

@@ -48,6 +48,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 from gsgn_fairseq.data.manifest import UNITS_COLUMN, read_tsv, write_tsv  # noqa: E402
 from gsgn_fairseq.data.mustc import SAMPLE_RATE, SPLITS, DataError, pair_dir  # noqa: E402
+from gsgn_fairseq.data.provenance import describe, first_difference, provenance_of  # noqa: E402
 from gsgn_fairseq.data.unit_features import (  # noqa: E402
     FEATURES, MAX_CHUNK, KMeansAssigner, build_features, check_unit_lengths, iter_features,
     iter_split_audio,
@@ -248,7 +249,8 @@ def try_lock(path: Path) -> bool:
 
 
 def _compatible(old: dict, new: dict) -> bool:
-    return all(old.get(k) == new.get(k) for k in ("n_clusters", "km_model_sha1") if old.get(k) and new.get(k))
+    """Units made the same way (``gsgn_fairseq.data.provenance``), so both can go in one units.zip."""
+    return first_difference(provenance_of(old), provenance_of(new)) is None
 
 
 def merge(data_root: Path, tgt_lang: str, tables: Dict[str, Table], nshard: int, explicit: bool = False,
@@ -336,7 +338,8 @@ def carry_over(pair: Path, tables: Dict[str, Table], meta: dict) -> Dict[str, Tu
         old_meta_path = pair / UNITS_META
         old = json.loads(old_meta_path.read_text(encoding="utf-8")) if old_meta_path.is_file() else {}
         if not _compatible(old, meta):
-            raise DataError(f"{table.path}: its units come from another k-means model ({old_meta_path}); "
+            raise DataError(f"{table.path}: its units were made differently ({old_meta_path}: "
+                            f"{describe(provenance_of(old)) if old else 'missing'}; this run: {describe(provenance_of(meta))}); "
                             f"add {split} to --splits to recompute them")
         out[split] = (table, {r["id"]: read_npy_ref(pair, r[UNITS_COLUMN]) for r in table.rows})
         logger.info("keeping the units of %s (%d utterances)", split, len(table.rows))
@@ -363,8 +366,9 @@ def extract_units(data_root: Path, tgt_lang: str, feature: Optional[str] = None,
             n_clusters = KMeansAssigner.from_file(km_model).n_clusters
         if not n_clusters:
             raise ValueError("--from-km needs --km-model or --n-clusters (K, to check the unit ids)")
-        meta = {"source": "km-files", "km_dir": str(Path(from_km).resolve()), "n_clusters": n_clusters,
-                "km_model_sha1": km_sha1}
+        meta = {"feature": feature or "km-files", "km_dir": str(Path(from_km).resolve()), "n_clusters": n_clusters,
+                "km_model_sha1": km_sha1, "checkpoint_sha1": sha1_file(checkpoint) if checkpoint else None,
+                "layer": layer if checkpoint else None}
         for split, table in tables.items():
             units = read_km_labels(from_km, split, table, n_clusters)
             write_shard(pair, shard_meta(meta, split, 0, 1, table.ids), units, table.ids)
@@ -377,9 +381,9 @@ def extract_units(data_root: Path, tgt_lang: str, feature: Optional[str] = None,
         raise DataError(f"{km_model}: {assigner.n_clusters} clusters do not fit int16 units")
     features = build_features(feature, checkpoint, layer, device, max_chunk, dtype)
     assigner.check_dim(features.dim, feature)
-    meta = {"source": feature, "n_clusters": assigner.n_clusters, "km_model_sha1": km_sha1}
-    if feature == "hubert":
-        meta.update(layer=layer, checkpoint_sha1=sha1_file(checkpoint))
+    # how the units were made (gsgn_fairseq.data.provenance): training checks it against the model's
+    meta = {"feature": feature, "n_clusters": assigner.n_clusters, "km_model_sha1": km_sha1,
+            "checkpoint_sha1": sha1_file(checkpoint) if checkpoint else None, "layer": layer if checkpoint else None}
     for split, table in tables.items():
         start, end = shard_range(len(table.ids), nshard, rank)
         ids = table.ids[start:end]

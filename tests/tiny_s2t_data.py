@@ -4,6 +4,7 @@
 
     out_dir/fbank80.zip       # {id}.npy float32 (T, 80), stored members
     out_dir/units.zip         # {id}.npy int16 (T // 2,), one unit per two FBank frames (20 ms)
+    out_dir/units.json        # their provenance (feature "synthetic", K), as extract_units writes it
     out_dir/train.tsv, valid.tsv   # id audio n_frames tgt_text speaker src_text units
     out_dir/dict.txt          # target words (plain whitespace dictionary, no BPE)
     out_dir/src_dict.txt      # source words (for CTC)
@@ -15,6 +16,7 @@ two word-specific ids (some random), so both views are learnable. The target is 
 upper-cased source words in reverse order (needs attention, not just copying). Same
 arguments, same bytes.
 """
+import json
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -82,6 +84,9 @@ def make_tiny_multiview_data(
 
     write_npy_zip(out / "fbank80.zip", fbanks)
     write_npy_zip(out / "units.zip", units)
+    provenance = {"feature": "synthetic", "checkpoint_sha1": None, "layer": None, "km_model_sha1": None,
+                  "n_clusters": num_units}
+    (out / "units.json").write_text(json.dumps(provenance, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     audio_refs, unit_refs = zip_manifest(out / "fbank80.zip"), zip_manifest(out / "units.zip")
     for split, split_rows in rows.items():
         for r in split_rows:

@@ -32,6 +32,7 @@ and ``sample["source_text_ntokens"]``, for CTC (docs/INTERFACES.md).
 Batching is by FBank length (``n_frames``), as in fairseq, except that the last batch is
 never dropped (see ``batch_by_size``).
 """
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,10 @@ from torch import Tensor
 
 from ..modules.branch_sampler import utterance_key
 from ..modules.unit_frontend import subsampled_length
+from .manifest_checks import REQUIRED_COLUMNS, check_rows, check_zip_refs
+from .mustc import DataError
+from .provenance import check_same_provenance, describe, read_units_provenance
+from .zip_store import ZipMember, read_member_checked, split_ref
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +142,9 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
 
     Args (beyond SpeechToTextDataset's, keyword only):
         units_paths: one ``get_features_or_waveform`` path per utterance.
+        units_members: the zip member behind each units path (its CRC-32 is checked when the
+            units are read), or None for plain files.
+        units_provenance: how the units were made (``data/provenance.py``), or None.
         num_units: K; ids must be < K, padding is K.
         alignment: the shared :class:`ViewAlignment`.
         src_dict: source dictionary for transcripts (None: no transcripts).
@@ -148,6 +156,8 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         *,
         units_paths: List[str],
         num_units: int,
+        units_members: Optional[List[Optional[ZipMember]]] = None,
+        units_provenance: Optional[dict] = None,
         alignment: ViewAlignment,
         src_dict: Optional[Dictionary] = None,
         src_pre_tokenizer=None,
@@ -169,6 +179,8 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         if self.cfg.use_audio_input:
             raise NotImplementedError("use_audio_input: the multiview task reads FBank features, not waveforms")
         self.units_paths = units_paths
+        self.units_members = units_members or [None] * len(units_paths)
+        self.units_provenance = units_provenance
         self.num_units = num_units
         self.unit_pad = num_units
         self.alignment = alignment
@@ -183,7 +195,15 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
     def load_units(self, index: int) -> Tensor:
         """(T_unit,) long unit ids of utterance ``index``, range-checked against K."""
         uid = self.utt_id(index)
-        array = np.asarray(get_features_or_waveform(self.units_paths[index]))
+        member = self.units_members[index]
+        if member is not None:  # a zip member: its bytes are checked against the zip's CRC
+            file, offset, length = split_ref(self.units_paths[index])
+            try:
+                array = np.load(io.BytesIO(read_member_checked(file, offset, length, member.crc)), allow_pickle=False)
+            except DataError as err:
+                raise DataError(f"utterance {uid}: {err}") from None
+        else:
+            array = np.asarray(get_features_or_waveform(self.units_paths[index]))
         if array.ndim != 1:
             raise ValueError(f"utterance {uid}: units must be a 1-D array, got shape {array.shape}")
         if not np.issubdtype(array.dtype, np.integer):
@@ -203,8 +223,18 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         text = self.tokenize(self.src_bpe_tokenizer, text)
         return self.src_dict.encode_line(text, add_if_not_exist=False, append_eos=False).long()
 
+    def check_finite(self, index: int, source: Tensor) -> None:
+        """NaN/Inf FBank features are an error naming the utterance (fairseq would train or
+        validate on them and report a NaN loss, or name a layer)."""
+        if not bool(torch.isfinite(source).all()):
+            raise DataError(
+                f"utterance {self.utt_id(index)}: its FBank features hold NaN or Inf "
+                f"({self.audio_paths[index]}); recompute its features (rerun the prep) or remove it from {self.split}.tsv"
+            )
+
     def __getitem__(self, index: int) -> MultiviewDatasetItem:
         item = super().__getitem__(index)
+        self.check_finite(index, item.source)
         units = self.load_units(index)
         self.alignment.check(self.utt_id(index), item.source.size(0), units.size(0))
         transcript = self.get_transcript(index) if self.src_dict is not None else None
@@ -222,7 +252,19 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
     def batch_by_size(self, indices, max_tokens=None, max_sentences=None, required_batch_size_multiple=1):
         """fairseq's batching, but the last batch is kept when its size is not a multiple of
         ``required_batch_size_multiple`` (fairseq 0.12 drops it, which silently loses up to
-        ``multiple - 1`` utterances of every dev/test set in ``fairseq-generate``)."""
+        ``multiple - 1`` utterances of every dev/test set in ``fairseq-generate``), and an
+        utterance longer than ``max_tokens`` is an error that names it (fairseq's names none)."""
+        if max_tokens is not None and len(indices) > 0:
+            sizes = np.asarray(self.n_frames)[np.asarray(indices, dtype=np.int64)]
+            long = np.asarray(indices)[sizes > max_tokens]
+            if len(long):
+                shown = ", ".join(f"{self.utt_id(int(i))} ({self.n_frames[int(i)]} frames)" for i in long[:5])
+                raise DataError(
+                    f"{self.split}: {len(long)} utterance(s) longer than --max-tokens{'-valid' if not self.is_train_split else ''} "
+                    f"{max_tokens} FBank frames: {shown}{' ...' if len(long) > 5 else ''}. Raise that flag above "
+                    f"{int(max(self.n_frames[int(i)] for i in long))}, or drop them with --max-source-positions "
+                    f"{max_tokens} and --skip-invalid-size-inputs-valid-test (fairseq then says how many it skipped)"
+                )
         batches = list(super().batch_by_size(indices, max_tokens, max_sentences, required_batch_size_multiple))
         covered = sum(len(b) for b in batches)
         if covered < len(indices):
@@ -255,6 +297,17 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         return out
 
 
+def units_provenance(tsv: Path, units_paths: List[str]) -> Optional[dict]:
+    """The provenance of a split's units (the ``units.json`` beside its units zip); every zip
+    the split references must agree. None when there is no record."""
+    files = sorted({p.rsplit(":", 2)[0] if p.count(":") >= 2 else p for p in units_paths})
+    found = [(f, read_units_provenance(Path(f))) for f in files]
+    first_file, first = found[0]
+    for file, prov in found[1:]:
+        check_same_provenance(first, f"{first_file}", prov, f"{file} (also referenced by {tsv})")
+    return first
+
+
 class SpeechToTextMultiviewDatasetCreator(SpeechToTextDatasetCreator):
     KEY_UNITS = "units"
 
@@ -276,16 +329,19 @@ class SpeechToTextMultiviewDatasetCreator(SpeechToTextDatasetCreator):
         src_pre_tokenizer,
         src_bpe_tokenizer,
     ) -> SpeechToTextMultiviewDataset:
-        if cls.KEY_UNITS not in samples[0]:
-            raise ValueError(
-                f"{Path(data_dir) / (split_name + '.tsv')}: no '{cls.KEY_UNITS}' column; columns are {list(samples[0])}"
-            )
+        tsv = Path(data_dir) / f"{split_name}.tsv"
+        check_rows(tsv, samples, REQUIRED_COLUMNS + (cls.KEY_UNITS,))
         root = resolve_data_root(cfg, data_dir)
+        audio_paths = [(root / s[cls.KEY_AUDIO]).as_posix() for s in samples]
+        units_paths = resolve_units_paths([s[cls.KEY_UNITS] for s in samples], data_dir, root)
+        check_zip_refs(tsv, samples, cls.KEY_AUDIO, audio_paths)
+        units_members = check_zip_refs(tsv, samples, cls.KEY_UNITS, units_paths)
+        provenance = units_provenance(tsv, units_paths)
         return SpeechToTextMultiviewDataset(
             split=split_name,
             is_train_split=is_train_split,
             cfg=cfg,
-            audio_paths=[(root / s[cls.KEY_AUDIO]).as_posix() for s in samples],
+            audio_paths=audio_paths,
             n_frames=[int(s[cls.KEY_N_FRAMES]) for s in samples],
             src_texts=[s.get(cls.KEY_SRC_TEXT, cls.DEFAULT_SRC_TEXT) for s in samples],
             tgt_texts=[s[cls.KEY_TGT_TEXT] for s in samples],
@@ -297,7 +353,9 @@ class SpeechToTextMultiviewDatasetCreator(SpeechToTextDatasetCreator):
             pre_tokenizer=pre_tokenizer,
             bpe_tokenizer=bpe_tokenizer,
             speaker_to_id=speaker_to_id,
-            units_paths=resolve_units_paths([s[cls.KEY_UNITS] for s in samples], data_dir, root),
+            units_paths=units_paths,
+            units_members=units_members,
+            units_provenance=provenance,
             num_units=num_units,
             alignment=alignment,
             src_dict=src_dict,

@@ -139,7 +139,8 @@ def load_segments(root: Path, tgt_lang: str, split: str) -> Dict[str, List[Segme
 def read_wav(path: Path, strict: bool = False) -> np.ndarray:
     """Read a whole wav as float32 mono at 16 kHz.
 
-    A file at another rate is resampled with a warning, or refused when ``strict``.
+    A file at another rate is resampled, and one with several channels averaged to mono, each
+    with a warning naming the file, or refused when ``strict``.
     """
     path = Path(path)
     if not path.is_file():
@@ -148,7 +149,13 @@ def read_wav(path: Path, strict: bool = False) -> np.ndarray:
         audio, sr = sf.read(path, dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises LibsndfileError / RuntimeError variants
         raise DataError(f"{path}: cannot read audio ({err})") from None
-    audio = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
+    if audio.shape[1] > 1:
+        if strict:
+            raise DataError(f"{path}: {audio.shape[1]} channels, expected mono (--strict)")
+        warnings.warn(f"{path}: {audio.shape[1]} channels, averaging them to mono")
+        audio = audio.mean(axis=1)
+    else:
+        audio = audio[:, 0]
     if sr != SAMPLE_RATE:
         if strict:
             raise DataError(f"{path}: sample rate {sr} Hz, expected {SAMPLE_RATE} Hz (--strict)")

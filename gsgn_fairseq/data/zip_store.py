@@ -8,8 +8,9 @@ import io
 import os
 import struct
 import zipfile
+import zlib
 from pathlib import Path
-from typing import Dict, Iterable, Tuple, Union
+from typing import Dict, Iterable, NamedTuple, Tuple, Union
 
 import numpy as np
 
@@ -82,3 +83,69 @@ def read_npy_ref(root: Path, ref: str) -> np.ndarray:
     if len(data) != int(length):
         raise ValueError(f"{ref}: expected {length} bytes, read {len(data)} (truncated zip?)")
     return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+class ZipMember(NamedTuple):
+    stem: str  # member name without ``.npy``
+    length: int
+    crc: int  # CRC-32 of the member's bytes, from the zip's central directory
+
+
+_INDEX_CACHE: Dict[Tuple[str, float, int], Dict[int, ZipMember]] = {}
+
+
+def zip_index(path: Path) -> Dict[int, ZipMember]:
+    """``{data offset: ZipMember}`` of a stored zip (cached per file, size and mtime).
+
+    A truncated or damaged zip is a DataError naming it (not an IndexError at the first read)."""
+    from .mustc import DataError
+
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found") from None
+    key = (str(path.resolve()), st.st_mtime, st.st_size)
+    if key in _INDEX_CACHE:
+        return _INDEX_CACHE[key]
+    index = {}
+    try:
+        with zipfile.ZipFile(path) as z, open(path, "rb") as f:
+            for info in z.infolist():
+                f.seek(info.header_offset)
+                header = f.read(_LOCAL_HEADER.size)
+                if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
+                    raise zipfile.BadZipFile(f"no local header for member {info.filename}")
+                fields = _LOCAL_HEADER.unpack(header)
+                offset = info.header_offset + _LOCAL_HEADER.size + fields[-2] + fields[-1]
+                if offset + info.file_size > st.st_size:
+                    raise zipfile.BadZipFile(f"member {info.filename} runs past the end of the file")
+                stem = info.filename[: -len(".npy")] if info.filename.endswith(".npy") else info.filename
+                index[offset] = ZipMember(stem, info.file_size, info.CRC)
+    except (zipfile.BadZipFile, OSError, struct.error) as err:
+        raise DataError(f"{path}: damaged or truncated zip ({err}); rebuild it (rerun the stage that wrote it)") from None
+    _INDEX_CACHE.clear()  # one zip per view is the rule: keep memory bounded
+    _INDEX_CACHE[key] = index
+    return index
+
+
+def split_ref(ref: str) -> Tuple[str, int, int]:
+    """``("file.zip", offset, length)`` of a ``file.zip:offset:length`` reference (ValueError if not one)."""
+    parts = ref.rsplit(":", 2)
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        raise ValueError(f"not a file.zip:offset:length reference: {ref!r}")
+    return parts[0], int(parts[1]), int(parts[2])
+
+
+def read_member_checked(path: str, offset: int, length: int, crc: int) -> bytes:
+    """The bytes at ``offset`` of ``path``, checked against the member's CRC-32."""
+    from .mustc import DataError
+
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read(length)
+    if len(data) != length:
+        raise DataError(f"{path}:{offset}:{length}: read {len(data)} bytes (truncated zip?)")
+    if zlib.crc32(data) != crc:
+        raise DataError(f"{path}:{offset}:{length}: CRC mismatch, the stored bytes are damaged; rebuild the zip")
+    return data

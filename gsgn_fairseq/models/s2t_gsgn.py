@@ -300,6 +300,7 @@ class S2TGSGNModel(FairseqEncoderDecoderModel):
     @classmethod
     def build_model(cls, args, task):
         base_architecture(args)  # make sure all arguments are present (older checkpoints too)
+        check_msd_flags(args)
         tgt_dict = task.target_dictionary
         decoder_embed_tokens = Embedding(len(tgt_dict), args.decoder_embed_dim, tgt_dict.pad())
         encoder = cls.build_encoder(args, task)
@@ -363,6 +364,21 @@ class S2TGSGNModel(FairseqEncoderDecoderModel):
             return_views=True,
         )
         return self.decoder(prev_output_tokens=prev_output_tokens, encoder_out=encoder_out)
+
+
+def check_msd_flags(args) -> None:
+    """Multi-stage dropout settings that nothing would use are refused instead of ignored: the
+    schedule serves ``--multi-stage-dropout`` and ``--inference-branch sample`` (its last stage),
+    the granularity only ``--multi-stage-dropout``."""
+    if getattr(args, "multi_stage_dropout", False):
+        return
+    unused = [("--msd-granularity", args.msd_granularity, "utterance")]
+    if args.inference_branch != "sample":
+        unused.append(("--msd-schedule", args.msd_schedule, DEFAULT_MSD_SCHEDULE))
+    set_flags = [flag for flag, value, default in unused if value not in (None, default)]
+    if set_flags:
+        raise ValueError(f"{' and '.join(sorted(set_flags, reverse=True))} without --multi-stage-dropout would be "
+                         "ignored; add --multi-stage-dropout, or drop them")
 
 
 @register_model_architecture(model_name="s2t_gsgn", arch_name="s2t_gsgn")

@@ -15,6 +15,11 @@ on top:
 * ``--unit-length-tolerance`` (default 2): how many frames, after subsampling, the two views
   of an utterance may differ; the subsampling comes from the model (its front end's FBank
   conv layers), set when the model is built.
+* The units' provenance (feature back-end, checkpoint hash, layer, k-means hash, K: the
+  ``units.json`` beside ``units.zip``, ``data/provenance.py``) is recorded in the checkpoint's
+  task state when training starts; every split loaded later, in training, resumed training,
+  ``fairseq-validate`` and ``fairseq-generate``, must agree with it (an error naming both),
+  and its K with ``--num-units``.
 * ``train_step`` calls ``criterion.set_num_updates(update_num)`` when the criterion has it.
 * ``begin_epoch(epoch, model)`` calls ``model.encoder.set_epoch(epoch)``, which selects the
   multi-stage dropout stage; fairseq calls it at every epoch start, resumed runs included.
@@ -48,6 +53,8 @@ from ..data.multiview_dataset import (
     SpeechToTextMultiviewDatasetCreator,
     ViewAlignment,
 )
+from ..data.mustc import DataError
+from ..data.provenance import check_same_provenance, describe
 from ..scoring import BLEU_ORDER, bleu_from_statistics, bleu_statistics
 
 logger = logging.getLogger(__name__)
@@ -68,8 +75,26 @@ def _compute_bleu(meters) -> float:
     return bleu_from_statistics({k: int(meters[f"_bleu_{k}"].sum) for k in keys})
 
 
+def check_data_config(path: Path) -> None:
+    """The data config must be a YAML mapping (fairseq fails later with an AttributeError)."""
+    import yaml
+
+    if not path.is_file():
+        raise FileNotFoundError(f"data config not found: {path} (--config-yaml)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        raise DataError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(config, dict):
+        raise DataError(f"{path}: the data config must be a YAML mapping of keys (input_channels, "
+                        f"vocab_filename, feature_transforms, ...), got a {type(config).__name__}")
+
+
 @register_task("speech_to_text_multiview")
 class SpeechToTextMultiviewTask(SpeechToTextTask):
+    restore_task_state_on_resume = True  # resume_task_state.py: the units' provenance
+
     @classmethod
     def add_args(cls, parser):
         super().add_args(parser)
@@ -117,6 +142,9 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
         self._building_from_checkpoint = False
         self.eval_bleu = bool(getattr(args, "eval_bleu", False))
         self.sequence_generator = None  # set up by build_model with --eval-bleu
+        # (provenance, where it was read): of the loaded data, and of the model's checkpoint
+        self.data_units_provenance = (None, None)
+        self.model_units_provenance = (None, None)
 
     @property
     def unit_pad(self) -> int:
@@ -124,6 +152,7 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
 
     @classmethod
     def setup_task(cls, args, **kwargs):
+        check_data_config(Path(args.data) / args.config_yaml)
         task = super().setup_task(args, **kwargs)  # target dictionary, train-subset naming check
         src_vocab = task.data_cfg.config.get("src_vocab_filename")
         if src_vocab is not None:
@@ -155,7 +184,7 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
         is_train_split = split.startswith("train")
-        self.datasets[split] = SpeechToTextMultiviewDatasetCreator.from_tsv_multiview(
+        dataset = SpeechToTextMultiviewDatasetCreator.from_tsv_multiview(
             root=self.args.data,
             cfg=self.data_cfg,
             splits=split,
@@ -172,6 +201,53 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
             src_bpe_tokenizer=self._build_src_encoder("src_bpe_tokenizer", encoders.build_bpe),
             speaker_to_id=self.speaker_to_id,
         )
+        parts = getattr(dataset, "datasets", [dataset])
+        for part in parts:
+            part = getattr(part, "dataset", part)  # ResamplingDataset wraps it
+            self._note_data_provenance(getattr(part, "units_provenance", None),
+                                       f"{Path(self.args.data) / (part.split + '.tsv')} (units.json beside its units)")
+        self.datasets[split] = dataset
+
+    # ------------------------------------------------------------------ units provenance
+    def _note_data_provenance(self, prov, where: str) -> None:
+        if prov is None:
+            logger.warning(f"{where}: no units.json beside the units: their provenance cannot be checked")
+            return
+        k = prov.get("n_clusters")
+        if k is not None and k != self.num_units:
+            raise DataError(f"{where}: the units have K = {k} clusters but --num-units is {self.num_units}; "
+                            f"pass --num-units {k}")
+        known, known_where = self.data_units_provenance
+        if known is None:
+            self.data_units_provenance = (prov, where)
+        else:
+            check_same_provenance(known, known_where, prov, where)
+        self._check_units_provenance()
+
+    def _check_units_provenance(self) -> None:
+        (model, model_where), (data, data_where) = self.model_units_provenance, self.data_units_provenance
+        if model is not None and data is not None:
+            check_same_provenance(model, model_where, data, data_where)
+
+    def state_dict(self):
+        """fairseq saves this in every checkpoint (``task_state``): the units' provenance of the
+        model (the data it started training on)."""
+        state = dict(super().state_dict())
+        model, _ = self.model_units_provenance
+        state["units_provenance"] = model if model is not None else self.data_units_provenance[0]
+        return state
+
+    def load_state_dict(self, state_dict):
+        state_dict = dict(state_dict)
+        prov = state_dict.pop("units_provenance", None)
+        super().load_state_dict(state_dict)
+        if prov is None:
+            logger.warning("the checkpoint records no units provenance (trained before it was recorded, or on "
+                           "data without units.json): the units cannot be checked against the model's")
+            return
+        self.model_units_provenance = (dict(prov), "the model's checkpoint")
+        logger.info(f"units of the model: {describe(prov)}")
+        self._check_units_provenance()
 
     def build_model(self, args, from_checkpoint=False):
         # A checkpoint's K wins over the command line's (fairseq-generate without --num-units):

@@ -1,0 +1,73 @@
+"""Where the units came from, recorded with the data and with the trained model.
+
+``extract_units`` writes ``units.json`` beside ``units.zip``; its provenance entries say how
+the units were made::
+
+    {"feature": "hubert", "checkpoint_sha1": "…", "layer": 9, "km_model_sha1": "…", "n_clusters": 500}
+
+(``feature`` is the frame-feature back-end; ``checkpoint_sha1``/``layer`` are None for MFCC;
+files written before ``feature`` existed call it ``source``). The task reads it for the data
+it loads, records it in the checkpoint's task state when training starts, and refuses data
+whose provenance differs from the model's: units from another k-means model or another SSL
+layer index other clusters, and a model would read them without a word.
+"""
+import json
+from pathlib import Path
+from typing import Dict, Optional
+
+from .mustc import DataError
+
+UNITS_META = "units.json"
+PROVENANCE_KEYS = ("feature", "checkpoint_sha1", "layer", "km_model_sha1", "n_clusters")
+
+
+def provenance_of(meta: dict) -> Dict[str, object]:
+    """The provenance entries of a ``units.json`` dict (the other entries are bookkeeping)."""
+    out = {k: meta.get(k) for k in PROVENANCE_KEYS}
+    if out["feature"] is None:
+        out["feature"] = meta.get("source")
+    return out
+
+
+def read_units_provenance(units_zip: Path) -> Optional[Dict[str, object]]:
+    """The provenance in the ``units.json`` beside ``units_zip``, or None when there is none."""
+    meta_path = Path(units_zip).with_name(UNITS_META)
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DataError(f"{meta_path}: unreadable units metadata ({err}); rerun extract_units") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}; rerun extract_units")
+    return provenance_of(meta)
+
+
+def describe(prov: Optional[Dict[str, object]]) -> str:
+    if prov is None:
+        return "unknown (no units.json)"
+    return ", ".join(f"{k}={prov.get(k)}" for k in PROVENANCE_KEYS)
+
+
+def first_difference(a: Dict[str, object], b: Dict[str, object]) -> Optional[str]:
+    """The first provenance key whose values differ, or None."""
+    for key in PROVENANCE_KEYS:
+        if a.get(key) != b.get(key):
+            return key
+    return None
+
+
+def check_same_provenance(model: Optional[dict], model_where: str, data: Optional[dict], data_where: str) -> None:
+    """Refuse units made differently from the model's (both named); a side without a record
+    passes (its caller logs that), since the check needs both."""
+    if model is None or data is None:
+        return
+    key = first_difference(model, data)
+    if key is not None:
+        raise DataError(
+            f"the units of {data_where} were made differently from those the model was trained on "
+            f"({model_where}): {key} is {data.get(key)!r} in the data but {model.get(key)!r} for the model.\n"
+            f"  data:  {describe(data)}\n  model: {describe(model)}\n"
+            "Extract the units with the model's feature back-end, checkpoint, layer and k-means model "
+            "(extract_units --feature/--checkpoint/--layer/--km-model)."
+        )

@@ -1,0 +1,51 @@
+"""Give the task its saved state back when ``fairseq-train`` resumes from a checkpoint.
+
+fairseq 0.12 saves ``task.state_dict()`` in every checkpoint (``task_state``) and hands it
+back to the task when a model is loaded for ``fairseq-generate``/``-validate``
+(``load_model_ensemble_and_task``), but ``Trainer.load_checkpoint`` (resuming training, or
+``--restore-file``) never does. Our task keeps the units' provenance there, so that a resumed
+run checks its data against the model's. Imported with the plugin, this wraps
+``Trainer.load_checkpoint``: while it runs, the task state of the checkpoint that
+``checkpoint_utils.load_checkpoint_to_cpu`` reads is kept, and afterwards passed to
+``task.load_state_dict`` for tasks that ask for it (``restore_task_state_on_resume = True``);
+other tasks keep fairseq's behaviour. In data-parallel training rank 0 reads the checkpoint
+(the others get it broadcast), so rank 0 makes the check.
+"""
+import functools
+
+from fairseq import checkpoint_utils
+from fairseq.trainer import Trainer
+
+
+def _install() -> None:
+    original = Trainer.load_checkpoint
+    if getattr(original, "_gsgn_task_state", False):
+        return
+
+    @functools.wraps(original)
+    def load_checkpoint(self, filename, *args, **kwargs):
+        if not getattr(self.task, "restore_task_state_on_resume", False):
+            return original(self, filename, *args, **kwargs)
+        read = checkpoint_utils.load_checkpoint_to_cpu
+        seen = []
+
+        @functools.wraps(read)
+        def keep_task_state(*a, **kw):
+            state = read(*a, **kw)
+            seen.append(state.get("task_state"))
+            return state
+
+        checkpoint_utils.load_checkpoint_to_cpu = keep_task_state
+        try:
+            extra_state = original(self, filename, *args, **kwargs)
+        finally:
+            checkpoint_utils.load_checkpoint_to_cpu = read
+        if seen and seen[-1] is not None:
+            self.task.load_state_dict(seen[-1])
+        return extra_state
+
+    load_checkpoint._gsgn_task_state = True
+    Trainer.load_checkpoint = load_checkpoint
+
+
+_install()

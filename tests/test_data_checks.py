@@ -1,0 +1,203 @@
+"""Bad data and mismatched views: each is an error that names the file, the utterance and
+what to do, before fairseq sees it (data/manifest_checks.py, data/provenance.py, the task)."""
+import argparse
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from gsgn_fairseq.data.manifest import S2T_COLUMNS, UNITS_COLUMN, read_tsv, write_tsv
+from gsgn_fairseq.data.mustc import DataError, read_wav
+from gsgn_fairseq.data.zip_store import split_ref, write_npy_zip, zip_manifest
+from test_task import K, setup
+from tiny_s2t_data import make_tiny_multiview_data
+
+COLUMNS = S2T_COLUMNS + [UNITS_COLUMN]
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return make_tiny_multiview_data(tmp_path / "tiny", n_train=6, n_valid=3, num_units=K)
+
+
+def _load(data_dir, split="valid", *extra):
+    task, _ = setup(data_dir, *extra)
+    task.load_dataset(split)
+    return task, task.datasets[split]
+
+
+def _rewrite_lines(path: Path, edit) -> None:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join(edit(lines)) + "\n", encoding="utf-8")
+
+
+# ----------------------------------------------------------------- the manifest
+
+
+def test_tsv_without_n_frames_names_the_column(data_dir):
+    rows = read_tsv(data_dir / "valid.tsv")
+    write_tsv(data_dir / "valid.tsv", rows, [c for c in COLUMNS if c != "n_frames"])
+    with pytest.raises(DataError, match=r"valid\.tsv: no 'n_frames' column"):
+        _load(data_dir)
+
+
+def test_row_missing_its_last_field_names_line_and_utterance(data_dir):
+    _rewrite_lines(data_dir / "valid.tsv", lambda ls: ls[:2] + [ls[2].rsplit("\t", 1)[0]] + ls[3:])
+    with pytest.raises(DataError, match=r"valid\.tsv:3: utterance valid_1: the row ends before column\(s\) units"):
+        _load(data_dir)
+
+
+def test_non_integer_n_frames_names_line_and_utterance(data_dir):
+    rows = read_tsv(data_dir / "valid.tsv")
+    rows[0]["n_frames"] = "abc"
+    write_tsv(data_dir / "valid.tsv", rows, COLUMNS)
+    with pytest.raises(DataError, match=r"valid\.tsv:2: utterance valid_0: n_frames must be a positive integer.*'abc'"):
+        _load(data_dir)
+
+
+def test_yaml_list_as_data_config_names_the_file(data_dir):
+    (data_dir / "config_st.yaml").write_text("- audio_root\n- vocab_filename\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"config_st\.yaml: the data config must be a YAML mapping.*list"):
+        setup(data_dir, build_model=False)
+
+
+# ----------------------------------------------------------------- zip references
+
+
+def test_swapped_units_references_are_caught_by_id(data_dir):
+    rows = read_tsv(data_dir / "valid.tsv")
+    rows[0]["units"], rows[1]["units"] = rows[1]["units"], rows[0]["units"]
+    write_tsv(data_dir / "valid.tsv", rows, COLUMNS)
+    with pytest.raises(DataError, match=r"valid\.tsv:2: utterance valid_0: units .* points at valid_1\.npy .*not valid_0\.npy"):
+        _load(data_dir)
+
+
+def test_swapped_fbank_references_are_caught_by_id(data_dir):
+    rows = read_tsv(data_dir / "valid.tsv")
+    rows[1]["audio"], rows[2]["audio"] = rows[2]["audio"], rows[1]["audio"]
+    write_tsv(data_dir / "valid.tsv", rows, COLUMNS)
+    with pytest.raises(DataError, match=r"utterance valid_1: audio .* points at valid_2\.npy"):
+        _load(data_dir)
+
+
+def test_truncated_units_zip_names_the_file(data_dir):
+    blob = (data_dir / "units.zip").read_bytes()
+    (data_dir / "units.zip").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(DataError, match=r"units\.zip: damaged or truncated zip"):
+        _load(data_dir)
+
+
+def test_in_range_garbage_in_a_units_entry_fails_its_crc(data_dir):
+    ref = read_tsv(data_dir / "valid.tsv")[1]["units"]
+    _, offset, length = split_ref(ref)
+    blob = bytearray((data_dir / "units.zip").read_bytes())
+    body = offset + length - 4  # the last unit (int16): an in-range id that differs
+    old = int.from_bytes(blob[body : body + 2], "little")
+    blob[body : body + 2] = ((old + 1) % K).to_bytes(2, "little")
+    (data_dir / "units.zip").write_bytes(bytes(blob))
+    _, ds = _load(data_dir)
+    ds[0]  # the other utterances are intact
+    with pytest.raises(DataError, match=r"utterance valid_1: .*units\.zip:\d+:\d+: CRC mismatch"):
+        ds[1]
+
+
+# ----------------------------------------------------------------- features and lengths
+
+
+def _poison_fbank(data_dir, uid: str) -> None:
+    rows = read_tsv(data_dir / "valid.tsv")
+    from gsgn_fairseq.data.zip_store import read_npy_ref
+
+    items = []
+    for split in ("train", "valid"):
+        for r in read_tsv(data_dir / f"{split}.tsv"):
+            x = read_npy_ref(data_dir, r["audio"])
+            if r["id"] == uid:
+                x = x.copy()
+                x[3, 5] = np.nan
+            items.append((r["id"], x))
+    write_npy_zip(data_dir / "fbank80.zip", items)
+    refs = zip_manifest(data_dir / "fbank80.zip")
+    for split in ("train", "valid"):
+        rows = read_tsv(data_dir / f"{split}.tsv")
+        for r in rows:
+            r["audio"] = refs[r["id"]]
+        write_tsv(data_dir / f"{split}.tsv", rows, COLUMNS)
+
+
+def test_nan_fbank_names_the_utterance(data_dir):
+    _poison_fbank(data_dir, "valid_2")
+    _, ds = _load(data_dir)
+    ds[0]
+    with pytest.raises(DataError, match=r"utterance valid_2: its FBank features hold NaN or Inf \(.*fbank80\.zip:\d+:\d+\)"):
+        ds[2]
+
+
+def test_utterance_longer_than_max_tokens_is_named(data_dir):
+    _, ds = _load(data_dir)
+    longest = int(np.argmax(ds.n_frames))
+    limit = int(ds.n_frames[longest]) - 1
+    with pytest.raises(DataError, match=rf"longer than --max-tokens-valid {limit} .*{ds.utt_id(longest)} "):
+        ds.batch_by_size(np.arange(len(ds)), max_tokens=limit)
+
+
+def test_msd_schedule_without_multi_stage_dropout_is_refused(data_dir):
+    with pytest.raises(ValueError, match=r"--msd-schedule without --multi-stage-dropout would be ignored"):
+        setup(data_dir, "--msd-schedule", "1:0.5,0.5")
+    with pytest.raises(ValueError, match=r"--msd-granularity without --multi-stage-dropout"):
+        setup(data_dir, "--msd-granularity", "batch")
+    setup(data_dir, "--msd-schedule", "1:0.5,0.5", "--multi-stage-dropout")  # fine with it
+    setup(data_dir, "--msd-schedule", "1:0.5,0.5", "--inference-branch", "sample")  # its last stage is used
+
+
+def test_stereo_audio_is_downmixed_with_a_warning(tmp_path):
+    path = tmp_path / "talk.wav"
+    sf.write(path, np.stack([np.full(1600, 0.2), np.full(1600, 0.4)], axis=1).astype(np.float32), 16000)
+    with pytest.warns(UserWarning, match=r"talk\.wav: 2 channels, averaging them to mono"):
+        audio = read_wav(path)
+    assert audio.shape == (1600,) and np.allclose(audio, 0.3, atol=1e-4)
+    with pytest.raises(DataError, match="2 channels, expected mono"):
+        read_wav(path, strict=True)
+
+
+# ----------------------------------------------------------------- units provenance
+
+
+def _set_provenance(data_dir, **changes) -> None:
+    meta = json.loads((data_dir / "units.json").read_text())
+    meta.update(changes)
+    (data_dir / "units.json").write_text(json.dumps(meta))
+
+
+def test_task_records_the_units_provenance_in_its_state(data_dir):
+    task, _ = _load(data_dir, "train")
+    state = task.state_dict()
+    assert state["units_provenance"] == {"feature": "synthetic", "checkpoint_sha1": None, "layer": None,
+                                         "km_model_sha1": None, "n_clusters": K}
+    torch.save(state, data_dir / "state.pt")  # plain types: readable under weights_only
+    assert torch.load(data_dir / "state.pt", weights_only=True) == state
+
+
+def test_units_of_another_kmeans_model_are_refused_naming_both(data_dir):
+    task, _ = _load(data_dir, "train")
+    state = task.state_dict()  # as saved with the model
+    _set_provenance(data_dir, km_model_sha1="0" * 40)
+    fresh, _ = setup(data_dir)
+    fresh.load_state_dict(state)  # the checkpoint first (fairseq-generate's order) ...
+    with pytest.raises(DataError, match=r"km_model_sha1 is '0000.*' in the data but None for the model"):
+        fresh.load_dataset("valid")
+    other, _ = setup(data_dir)
+    other.load_dataset("valid")  # ... or the data first (fairseq-train resuming)
+    with pytest.raises(DataError, match=r"made differently from those the model was trained on"):
+        other.load_state_dict(state)
+
+
+def test_units_k_must_match_num_units(data_dir):
+    _set_provenance(data_dir, n_clusters=K + 5)
+    with pytest.raises(DataError, match=rf"K = {K + 5} clusters but --num-units is {K}; pass --num-units {K + 5}"):
+        _load(data_dir)
