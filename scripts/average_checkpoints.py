@@ -22,6 +22,7 @@ configuration (so ``fairseq-generate --path`` loads it) without the optimizer st
 
     python scripts/average_checkpoints.py --inputs exp/gsgn --num-best-checkpoints 10 \
         --output exp/gsgn/checkpoint_avg10.pt
+    python scripts/average_checkpoints.py --inputs exp/gsgn --last 10 --output exp/gsgn/checkpoint_last10.pt
 """
 import argparse
 import collections
@@ -187,8 +188,21 @@ def average_states(paths: List[str]) -> dict:
     return out
 
 
-def average_best(save_dir: Path, n: int, output: Path, maximize: Optional[bool] = None) -> dict:
-    chosen = select_best(list_candidates(save_dir), n, maximize)
+def select_last(candidates: List[Candidate], n: int) -> List[Candidate]:
+    """The ``n`` latest saved updates (fairseq's MuST-C example averages the last 10 epochs)."""
+    if not candidates:
+        raise ValueError("no checkpoints with a validation value to choose from")
+    ranked = sorted(candidates, key=lambda c: -c.num_updates)
+    if len(ranked) < n:
+        logger.warning(f"asked for the last {n} checkpoints, only {len(ranked)} exist; averaging those")
+    return ranked[:n]
+
+
+def average_best(save_dir: Path, n: int, output: Path, maximize: Optional[bool] = None, last: bool = False) -> dict:
+    """Average the ``n`` best checkpoints of ``save_dir`` on dev (or, with ``last``, the ``n``
+    latest) into ``output``; returns the summary also written to ``output.json``."""
+    candidates = list_candidates(save_dir)
+    chosen = select_last(candidates, n) if last else select_best(candidates, n, maximize)
     state = average_states([c.path for c in chosen])
     output = Path(output)
     tmp = output.with_name(output.name + ".tmp")
@@ -200,6 +214,7 @@ def average_best(save_dir: Path, n: int, output: Path, maximize: Optional[bool] 
         "convergence_epoch": max(c.epoch for c in chosen),
         "metric": chosen[0].metric_name,
         "maximize": chosen[0].maximize,
+        "selection": "last" if last else "best",
     }
     with open(str(output) + ".json", "w") as f:
         json.dump(summary, f, indent=2)
@@ -210,7 +225,11 @@ def main():
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--inputs", required=True, type=Path, help="fairseq --save-dir of one run")
-    p.add_argument("--num-best-checkpoints", type=int, default=10)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--num-best-checkpoints", type=int, metavar="N",
+                       help="average the N best on dev (default 10; the paper's protocol)")
+    which.add_argument("--last", type=int, metavar="N",
+                       help="average the N latest checkpoints instead (fairseq's MuST-C example: 10)")
     direction = p.add_mutually_exclusive_group()
     direction.add_argument("--maximize", dest="maximize", action="store_const", const=True,
                            help="assert that higher is better (default: what the checkpoints were saved with)")
@@ -218,9 +237,13 @@ def main():
                            help="assert that lower is better")
     p.add_argument("--output", required=True, type=Path)
     args = p.parse_args()
-    summary = average_best(args.inputs, args.num_best_checkpoints, args.output, args.maximize)
-    logger.info(f"best by {summary['metric']} ({'highest' if summary['maximize'] else 'lowest'} first): "
-                f"averaged epochs {summary['epochs']} -> {args.output} "
+    if args.last is not None:
+        summary = average_best(args.inputs, args.last, args.output, last=True)
+        how = "the latest"
+    else:
+        summary = average_best(args.inputs, args.num_best_checkpoints or 10, args.output, args.maximize)
+        how = f"best by {summary['metric']} ({'highest' if summary['maximize'] else 'lowest'} first)"
+    logger.info(f"{how}: averaged epochs {summary['epochs']} -> {args.output} "
                 f"(convergence epoch {summary['convergence_epoch']})")
 
 

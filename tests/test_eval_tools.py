@@ -52,6 +52,19 @@ def test_average_best_checkpoints(tmp_path):
         average_checkpoints.average_best(tmp_path, 1, out, maximize=True)
 
 
+def test_average_last_checkpoints(tmp_path):
+    runs = {1: ([0.0], 1.0), 2: ([2.0], 3.0), 3: ([4.0], 5.0), 4: ([9.0], 4.0)}  # the best is epoch 1
+    for e, (w, v) in runs.items():
+        _ckpt(tmp_path / f"checkpoint{e}.pt", w, v, e, e * 10)
+    summary = average_checkpoints.average_best(tmp_path, 2, tmp_path / "avg.pt", last=True)
+    assert summary["epochs"] == [3, 4] and summary["selection"] == "last"
+    assert torch.allclose(torch.load(tmp_path / "avg.pt", weights_only=True)["model"]["w"], torch.tensor([6.5]))
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "average_checkpoints.py"), "--inputs", tmp_path,
+                           "--last", "3", "--output", tmp_path / "avg3.pt"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "avg3.pt.json").read_text())["epochs"] == [2, 3, 4]
+
+
 def test_average_ranks_bleu_runs_highest_first(tmp_path):
     # a run trained with --best-checkpoint-metric bleu --maximize-best-checkpoint-metric
     for e, bleu in {1: 10.0, 2: 30.0, 3: 20.0}.items():
