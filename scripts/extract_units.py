@@ -48,7 +48,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 from gsgn_fairseq.data.manifest import UNITS_COLUMN, read_tsv, write_tsv  # noqa: E402
 from gsgn_fairseq.data.mustc import SAMPLE_RATE, SPLITS, DataError, pair_dir  # noqa: E402
-from gsgn_fairseq.data.provenance import describe, first_difference, provenance_of  # noqa: E402
+from gsgn_fairseq.data.provenance import PATH_KEYS, describe, first_difference, provenance_of  # noqa: E402
 from gsgn_fairseq.data.unit_features import (  # noqa: E402
     FEATURES, MAX_CHUNK, KMeansAssigner, build_features, check_unit_lengths, iter_features,
     iter_split_audio,
@@ -141,11 +141,16 @@ def shard_meta(meta: dict, split: str, rank: int, nshard: int, ids: Sequence[str
     return dict(meta, split=split, rank=rank, nshard=nshard, ids_sha1=sha1_ids(ids))
 
 
+def _identity(meta: dict) -> dict:
+    """What makes two runs' units the same: everything but where the input files were."""
+    return {k: v for k, v in meta.items() if k not in PATH_KEYS}
+
+
 def shard_done(pair: Path, smeta: dict) -> bool:
     zip_path, json_path = shard_paths(pair, smeta["split"], smeta["rank"], smeta["nshard"])
     if not (zip_path.is_file() and json_path.is_file()):
         return False
-    if json.loads(json_path.read_text(encoding="utf-8")) == smeta:
+    if _identity(json.loads(json_path.read_text(encoding="utf-8"))) == _identity(smeta):
         return True
     logger.warning("%s was made from other inputs; recomputing it", zip_path)
     return False
@@ -287,7 +292,7 @@ def merge(data_root: Path, tgt_lang: str, tables: Dict[str, Table], nshard: int,
                 run_meta = {k: v for k, v in smeta.items() if k not in ("split", "rank", "nshard", "ids_sha1")}
                 meta = meta or run_meta
                 start, end = shard_range(len(table.ids), nshard, rank)
-                if run_meta != meta or smeta["ids_sha1"] != sha1_ids(table.ids[start:end]):
+                if _identity(run_meta) != _identity(meta) or smeta["ids_sha1"] != sha1_ids(table.ids[start:end]):
                     raise DataError(f"{json_path}: made from other inputs than the other shards or the "
                                     f"current {table.path}; rerun rank {rank}")
                 units[split].update(read_npy_zip(zip_path))
@@ -368,7 +373,9 @@ def extract_units(data_root: Path, tgt_lang: str, feature: Optional[str] = None,
             raise ValueError("--from-km needs --km-model or --n-clusters (K, to check the unit ids)")
         meta = {"feature": feature or "km-files", "km_dir": str(Path(from_km).resolve()), "n_clusters": n_clusters,
                 "km_model_sha1": km_sha1, "checkpoint_sha1": sha1_file(checkpoint) if checkpoint else None,
-                "layer": layer if checkpoint else None}
+                "layer": layer if checkpoint else None,
+                "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
+                "km_model": str(Path(km_model).resolve()) if km_model else None}
         for split, table in tables.items():
             units = read_km_labels(from_km, split, table, n_clusters)
             write_shard(pair, shard_meta(meta, split, 0, 1, table.ids), units, table.ids)
@@ -383,7 +390,9 @@ def extract_units(data_root: Path, tgt_lang: str, feature: Optional[str] = None,
     assigner.check_dim(features.dim, feature)
     # how the units were made (gsgn_fairseq.data.provenance): training checks it against the model's
     meta = {"feature": feature, "n_clusters": assigner.n_clusters, "km_model_sha1": km_sha1,
-            "checkpoint_sha1": sha1_file(checkpoint) if checkpoint else None, "layer": layer if checkpoint else None}
+            "checkpoint_sha1": sha1_file(checkpoint) if checkpoint else None, "layer": layer if checkpoint else None,
+            "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
+            "km_model": str(Path(km_model).resolve())}
     for split, table in tables.items():
         start, end = shard_range(len(table.ids), nshard, rank)
         ids = table.ids[start:end]

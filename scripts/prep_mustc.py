@@ -56,7 +56,6 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.compliance.kaldi as kaldi
 import yaml
 from tqdm import tqdm
 
@@ -67,9 +66,8 @@ from gsgn_fairseq.data.mustc import (  # noqa: E402
     read_wav,
 )
 from gsgn_fairseq.data.zip_store import npy_shape, write_npy_zip, zip_manifest  # noqa: E402
+from gsgn_fairseq.prep.fbank import N_MEL_BINS, WINDOW, extract_fbank  # noqa: E402,F401
 
-N_MEL_BINS = 80
-WINDOW = 400  # samples in one 25 ms Kaldi window: shorter audio has no frame
 MIN_FRAMES, MAX_FRAMES = 5, 3000  # fairseq's filter_manifest_df
 SPECIALS = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}  # fairseq's gen_vocab ids
 SPECAUGMENT_LB = {  # fairseq's "lb" policy (MuST-C recipe)
@@ -79,18 +77,6 @@ SPECAUGMENT_LB = {  # fairseq's "lb" policy (MuST-C recipe)
 TASK = "st"
 CACHE_DIR, DONE_FILE, KEY_ENTRY = ".prep_cache", ".prep_done.json", "__key__"
 VERSION = 1  # bump when the features or outputs change meaning
-
-
-def extract_fbank(waveform, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """80-dim Kaldi fbank, as fairseq's MuST-C preparation: float32 (n_frames, 80).
-
-    ``waveform``: mono float samples in [-1, 1], shape (n,) or (1, n). Audio shorter than one
-    25 ms window gives (0, 80).
-    """
-    w = torch.as_tensor(np.asarray(waveform, dtype=np.float32)).reshape(1, -1)  # 1 x n
-    if w.shape[1] < WINDOW:
-        return np.zeros((0, N_MEL_BINS), dtype=np.float32)
-    return kaldi.fbank(w * 2**15, num_mel_bins=N_MEL_BINS, sample_frequency=sample_rate).numpy()
 
 
 def filter_reason(seg: Segment, n_frames: int, is_train: bool) -> Optional[str]:

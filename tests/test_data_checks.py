@@ -178,7 +178,8 @@ def test_task_records_the_units_provenance_in_its_state(data_dir):
     task, _ = _load(data_dir, "train")
     state = task.state_dict()
     assert state["units_provenance"] == {"feature": "synthetic", "checkpoint_sha1": None, "layer": None,
-                                         "km_model_sha1": None, "n_clusters": K}
+                                         "km_model_sha1": None, "n_clusters": K, "checkpoint": None,
+                                         "km_model": None}
     torch.save(state, data_dir / "state.pt")  # plain types: readable under weights_only
     assert torch.load(data_dir / "state.pt", weights_only=True) == state
 

@@ -6,7 +6,9 @@ the units were made::
     {"feature": "hubert", "checkpoint_sha1": "…", "layer": 9, "km_model_sha1": "…", "n_clusters": 500}
 
 (``feature`` is the frame-feature back-end; ``checkpoint_sha1``/``layer`` are None for MFCC;
-files written before ``feature`` existed call it ``source``). The task reads it for the data
+files written before ``feature`` existed call it ``source``), and where the files were
+(``checkpoint``, ``km_model``: absolute paths, not compared, so that ``gsgn-translate`` can
+find them again; their hashes are what must match). The task reads it for the data
 it loads, records it in the checkpoint's task state when training starts, and refuses data
 whose provenance differs from the model's: units from another k-means model or another SSL
 layer index other clusters, and a model would read them without a word.
@@ -19,11 +21,12 @@ from .mustc import DataError
 
 UNITS_META = "units.json"
 PROVENANCE_KEYS = ("feature", "checkpoint_sha1", "layer", "km_model_sha1", "n_clusters")
+PATH_KEYS = ("checkpoint", "km_model")  # where the files were: bookkeeping, not compared
 
 
 def provenance_of(meta: dict) -> Dict[str, object]:
-    """The provenance entries of a ``units.json`` dict (the other entries are bookkeeping)."""
-    out = {k: meta.get(k) for k in PROVENANCE_KEYS}
+    """The provenance entries (and file paths) of a ``units.json`` dict."""
+    out = {k: meta.get(k) for k in PROVENANCE_KEYS + PATH_KEYS}
     if out["feature"] is None:
         out["feature"] = meta.get("source")
     return out
