@@ -31,6 +31,10 @@ task has a source dictionary, the transcript (``src_text`` through the optional
 and ``sample["source_text_ntokens"]``, for CTC (docs/INTERFACES.md).
 Batching is by FBank length (``n_frames``), as in fairseq, except that the last batch is
 never dropped (see ``batch_by_size``).
+
+With ``seed`` (the task passes ``--seed``), the feature transforms' random draws (SpecAugment)
+of utterance ``index`` in epoch ``e`` come from ``numpy_seed(seed, e, index)``, so a run
+resumed from a checkpoint sees the same masks as one that ran through.
 """
 import logging
 from dataclasses import dataclass
@@ -141,6 +145,8 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         alignment: the shared :class:`ViewAlignment`.
         src_dict: source dictionary for transcripts (None: no transcripts).
         src_pre_tokenizer, src_bpe_tokenizer: fairseq encoders applied to ``src_text``.
+        seed: with it, the feature transforms' random draws (SpecAugment) of an utterance
+            come from (seed, epoch, index) only; None: fairseq's global ``np.random``.
     """
 
     def __init__(
@@ -152,6 +158,7 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         src_dict: Optional[Dictionary] = None,
         src_pre_tokenizer=None,
         src_bpe_tokenizer=None,
+        seed: Optional[int] = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -176,6 +183,8 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         self.src_pre_tokenizer = src_pre_tokenizer
         self.src_bpe_tokenizer = src_bpe_tokenizer
         self.utt_keys = [utterance_key(self.utt_id(i)) for i in range(self.n_samples)]
+        self.seed = seed
+        self.epoch = 1  # fairseq's batch iterator sets it (set_epoch) before loading any utterance
 
     def utt_id(self, index: int) -> str:
         return self.ids[index] if self.ids is not None else f"#{index}"
@@ -203,8 +212,22 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         text = self.tokenize(self.src_bpe_tokenizer, text)
         return self.src_dict.encode_line(text, add_if_not_exist=False, append_eos=False).long()
 
+    @property
+    def can_reuse_epoch_itr_across_epochs(self) -> bool:
+        # A new batch iterator each epoch, so that its data-loader workers start after set_epoch
+        # (fairseq's reused, persistent workers keep the first epoch's copy of the dataset); with
+        # the data config's `shuffle`, a resumed run then also batches as one that ran through.
+        return False
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.epoch = epoch
+
     def __getitem__(self, index: int) -> MultiviewDatasetItem:
-        item = super().__getitem__(index)
+        # fairseq's feature transforms draw from the global np.random: seeded per utterance, they
+        # do not depend on batch composition, workers or where a resumed run restarted
+        with fairseq_data_utils.numpy_seed(self.seed, self.epoch, index):
+            item = super().__getitem__(index)
         units = self.load_units(index)
         self.alignment.check(self.utt_id(index), item.source.size(0), units.size(0))
         transcript = self.get_transcript(index) if self.src_dict is not None else None
@@ -275,6 +298,7 @@ class SpeechToTextMultiviewDatasetCreator(SpeechToTextDatasetCreator):
         src_dict,
         src_pre_tokenizer,
         src_bpe_tokenizer,
+        seed: Optional[int] = None,
     ) -> SpeechToTextMultiviewDataset:
         if cls.KEY_UNITS not in samples[0]:
             raise ValueError(
@@ -303,6 +327,7 @@ class SpeechToTextMultiviewDatasetCreator(SpeechToTextDatasetCreator):
             src_dict=src_dict,
             src_pre_tokenizer=src_pre_tokenizer,
             src_bpe_tokenizer=src_bpe_tokenizer,
+            seed=seed,
         )
 
     @classmethod
@@ -342,6 +367,7 @@ class SpeechToTextMultiviewDatasetCreator(SpeechToTextDatasetCreator):
                 src_dict,
                 src_pre_tokenizer,
                 src_bpe_tokenizer,
+                seed,
             )
             for split in splits.split(",")
         ]
