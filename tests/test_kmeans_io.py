@@ -109,6 +109,7 @@ def test_kmeans_loads_with_identical_centers(tmp_path, protocol):
     # random_state as a RandomState object: numpy's RandomState pickle helpers are allowed
     ref = KMeans(n_clusters=4, n_init=1, random_state=np.random.RandomState(0)).fit(features())
     ref.feature_names_in_ = np.array([f"f{i}" for i in range(6)], dtype=object)  # joblib's object-array path
+    ref.empty_ = np.zeros(0)  # protocol 2 writes its empty bytes as bytes()
     path = tmp_path / "km.bin"
     joblib.dump(ref, path, compress=3, protocol=protocol)
     km = load_kmeans(path)
@@ -117,6 +118,15 @@ def test_kmeans_loads_with_identical_centers(tmp_path, protocol):
     plain = tmp_path / "km.pkl"  # a plain pickle (numpy's own array reconstruction)
     plain.write_bytes(pickle.dumps(ref, protocol=protocol))
     np.testing.assert_array_equal(load_kmeans(plain).cluster_centers_, ref.cluster_centers_)
+
+
+def test_partial_fit_model_with_the_global_random_state(tmp_path):
+    """partial_fit keeps ``check_random_state(None)``, numpy's global RandomState (pickled with
+    its SeedSequence by numpy >= 2)."""
+    ref = MiniBatchKMeans(n_clusters=3, batch_size=64, random_state=None).partial_fit(features())
+    path = tmp_path / "km.bin"
+    joblib.dump(ref, path)
+    np.testing.assert_array_equal(load_kmeans(path).cluster_centers_, ref.cluster_centers_)
 
 
 def test_npy_centroids(tmp_path):
@@ -199,12 +209,14 @@ def test_older_scikit_learn_layout(tmp_path, monkeypatch, module, protocol):
 
 def test_module_paths_rewritten_in_a_real_pickle(tmp_path, minibatch):
     """A protocol-2 pickle of a real model with its class moved to ``sklearn.cluster.k_means_``
-    and numpy's helpers to numpy 2.x's ``numpy._core`` names."""
+    and numpy's helpers to the other numpy major version's names (``numpy.core`` in 1.x,
+    ``numpy._core`` in 2.x)."""
     ref = KMeans(n_clusters=3, n_init=1, random_state=0).fit(features())  # holds a numpy scalar (inertia_)
     stream = pickle.dumps(ref, protocol=2)
-    assert b"csklearn.cluster._kmeans\nKMeans\n" in stream and b"cnumpy.core.multiarray\n" in stream
+    ours, other = (b"numpy.core", b"numpy._core") if int(np.__version__.split(".")[0]) < 2 else (b"numpy._core", b"numpy.core")
+    assert b"csklearn.cluster._kmeans\nKMeans\n" in stream and b"c" + ours + b".multiarray\n" in stream
     stream = stream.replace(b"csklearn.cluster._kmeans\n", b"csklearn.cluster.k_means_\n")
-    stream = stream.replace(b"cnumpy.core.multiarray\n", b"cnumpy._core.multiarray\n")
+    stream = stream.replace(b"c" + ours + b".multiarray\n", b"c" + other + b".multiarray\n")
     path = tmp_path / "km.pkl"
     path.write_bytes(stream)
     km = load_kmeans(path)

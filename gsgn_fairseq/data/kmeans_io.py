@@ -9,15 +9,16 @@ files come from the web (the released ``hubert_base_ls960_L9_km500.bin``), so
   layout (array bytes stored beside the pickle stream as ``NumpyArrayWrapper``) and its
   compressed containers (``compress=...``: zlib, gzip, bz2, lzma, xz) load as before.
 - scikit-learn's ``KMeans`` / ``MiniBatchKMeans`` (module ``sklearn.cluster._kmeans``, or
-  ``sklearn.cluster.k_means_`` before scikit-learn 0.22) resolve to inert placeholders that
+  ``sklearn.cluster.k_means_`` before scikit-learn 0.22) resolve to inert stand-ins that
   only keep the pickled state dict: no scikit-learn code runs, and scikit-learn need not be
   installed.
 - numpy resolves only to what a fitted k-means holds: array, dtype and scalar
-  reconstruction (numpy 1.x ``numpy.core`` and numpy 2.x ``numpy._core`` names) and a
-  ``RandomState`` (for a pickled ``random_state``).
-- Any other global, an object-dtype array read by plain pickle, joblib's pre-0.10
-  multi-file format and BUILD on anything but the allowed objects raise a ``DataError``
-  naming the file and what was refused.
+  reconstruction (numpy 1.x ``numpy.core`` and numpy 2.x ``numpy._core`` names); a pickled
+  ``random_state`` (RandomState, MT19937, SeedSequence) becomes an inert stand-in too.
+- Object-dtype arrays, which joblib reads with a plain ``pickle.load``, go through the same
+  allow list.
+- Any other global, a BUILD (state setting) on anything but the allowed objects and joblib's
+  pre-0.10 multi-file format raise a ``DataError`` naming the file and what was refused.
 
 A plain ``.npy`` of centroids (K x D, float; read with ``allow_pickle=False``) is accepted too.
 
@@ -25,6 +26,7 @@ Returns a :class:`KMeansCentroids`: ``cluster_centers_`` (K, D) and ``n_clusters
 two attributes callers used from the scikit-learn estimator.
 """
 import _codecs
+import contextlib
 import copyreg
 import inspect
 import pickle
@@ -34,7 +36,13 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
-from joblib.numpy_pickle_utils import _read_fileobject
+
+try:  # joblib >= 1.5
+    from joblib.numpy_pickle_utils import _validate_fileobject_and_memmap
+except ImportError:
+    from joblib.numpy_pickle_utils import _read_fileobject
+
+    _validate_fileobject_and_memmap = None
 
 from .mustc import DataError
 
@@ -46,39 +54,61 @@ NUMPY_CORE = ("numpy.core", "numpy._core")  # numpy 1.x, 2.x
 _JOBLIB_BYTE_ORDER_ARG = "ensure_native_byte_order" in inspect.signature(NumpyUnpickler.__init__).parameters
 
 
-class PickledKMeans:
-    """Stands in for a pickled scikit-learn k-means estimator: keeps its state dict, runs nothing."""
+class PickledObject:
+    """An inert stand-in for an allow-listed pickled object: keeps what the pickle gives it
+    (call arguments, state), runs nothing."""
 
-    sklearn_class = "sklearn.cluster.KMeans"
+    pickled_as = "object"  # the global it stands for
+
+    def __init__(self, *args):
+        self.args = args
 
     def __setstate__(self, state):
         self.state = state
 
 
-_PLACEHOLDERS: Dict[str, type] = {
-    name: type(f"Pickled{name}", (PickledKMeans,), {"sklearn_class": f"sklearn.cluster.{name}"})
-    for name in KMEANS_CLASSES
+class PickledKMeans(PickledObject):
+    """Stands in for a scikit-learn k-means estimator; ``state`` is its attribute dict."""
+
+
+def _stand_in(qualified: str, base: type = PickledObject) -> type:
+    return type(f"Pickled{qualified.rsplit('.', 1)[1]}", (base,), {"pickled_as": qualified})
+
+
+_KMEANS_STAND_INS = {name: _stand_in(f"sklearn.cluster.{name}", PickledKMeans) for name in KMEANS_CLASSES}
+# A pickled random_state: a RandomState, its MT19937 and (numpy >= 2) its SeedSequence, made by
+# numpy's pickling helpers. Unneeded for the centroids, and numpy 2 pickles them in a form numpy
+# 1.x cannot read, so they become stand-ins too.
+_NUMPY_RANDOM_STAND_INS = {
+    (module, name): _stand_in(f"{module}.{name}")
+    for module, name in (
+        ("numpy.random._pickle", "__randomstate_ctor"),
+        ("numpy.random._pickle", "__bit_generator_ctor"),
+        ("numpy.random", "__RandomState_ctor"),  # numpy < 1.17
+        ("numpy.random._mt19937", "MT19937"),
+        ("numpy.random.bit_generator", "SeedSequence"),
+        ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
+    )
 }
 
 
-def _bit_generator(bit_generator="MT19937"):
-    """numpy's ``__bit_generator_ctor``, for the MT19937 that a RandomState holds only."""
-    if bit_generator not in ("MT19937", np.random.MT19937):
-        raise pickle.UnpicklingError(f"bit generator {bit_generator!r} (only MT19937 is allowed)")
-    return np.random.MT19937()
+def _latin1_bytes(text, encoding):
+    """``_codecs.encode`` as protocol 2 writes non-empty bytes (``encode(str, 'latin1')``) only."""
+    if not isinstance(text, str) or encoding != "latin1":
+        raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r})")
+    return _codecs.encode(text, encoding)
 
 
-def _random_state(bit_generator="MT19937", bit_generator_ctor=_bit_generator):
-    """numpy's ``__randomstate_ctor`` (and pre-1.17 ``__RandomState_ctor``): an MT19937
-    RandomState, whose state BUILD then sets."""
-    if bit_generator_ctor is not _bit_generator:
-        raise pickle.UnpicklingError(f"RandomState built by {bit_generator_ctor!r}")
-    return np.random.RandomState(_bit_generator(bit_generator))
+def _empty_bytes(*args):
+    """``bytes()``, as protocol 2 writes empty bytes, and nothing else (no allocation by size)."""
+    if args:
+        raise pickle.UnpicklingError(f"bytes called with {len(args)} arguments")
+    return b""
 
 
 def _reconstructor(cls, base, state):
-    """``copyreg._reconstructor`` (protocol 0/1 pickles) for our placeholders only."""
-    if not (isinstance(cls, type) and issubclass(cls, PickledKMeans)) or base is not object:
+    """``copyreg._reconstructor`` (protocol 0/1 pickles) for our stand-ins only."""
+    if not (isinstance(cls, type) and issubclass(cls, PickledObject)) or base is not object:
         raise pickle.UnpicklingError(f"copyreg._reconstructor of {cls!r} from {base!r}")
     return copyreg._reconstructor(cls, base, state)
 
@@ -92,12 +122,10 @@ def _allowed_globals() -> Dict[Tuple[str, str], object]:
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
         ("joblib.numpy_pickle", "NumpyArrayWrapper"): NumpyArrayWrapper,
-        ("numpy.random._pickle", "__randomstate_ctor"): _random_state,
-        ("numpy.random._pickle", "__bit_generator_ctor"): _bit_generator,
-        ("numpy.random", "__RandomState_ctor"): _random_state,  # numpy < 1.17
-        ("numpy.random._mt19937", "MT19937"): np.random.MT19937,
         ("copyreg", "_reconstructor"): _reconstructor,
-        ("_codecs", "encode"): _codecs.encode,  # how protocol 2 writes bytes
+        ("_codecs", "encode"): _latin1_bytes,  # how protocol 2 writes bytes
+        ("builtins", "bytes"): _empty_bytes,
+        **_NUMPY_RANDOM_STAND_INS,
     }
     for core in NUMPY_CORE:
         allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
@@ -105,13 +133,14 @@ def _allowed_globals() -> Dict[Tuple[str, str], object]:
         allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
     for module in KMEANS_MODULES:
         for name in KMEANS_CLASSES:
-            allowed[(module, name)] = _PLACEHOLDERS[name]
+            allowed[(module, name)] = _KMEANS_STAND_INS[name]
     return allowed
 
 
 ALLOWED_GLOBALS = _allowed_globals()
-# what BUILD may set state on: placeholders and joblib wrappers by __dict__, numpy by __setstate__
-_BUILD_TYPES = (PickledKMeans, NumpyArrayWrapper, np.ndarray, np.dtype, np.random.RandomState, np.random.MT19937)
+# what BUILD may set state on: stand-ins and joblib's wrappers (their __dict__), numpy's arrays and
+# dtypes (their __setstate__)
+_BUILD_TYPES = (PickledObject, NumpyArrayWrapper, np.ndarray, np.dtype)
 
 
 class SafeKMeansUnpickler(NumpyUnpickler):
@@ -151,7 +180,7 @@ class SafeKMeansUnpickler(NumpyUnpickler):
         pickle._Unpickler.load_build(self)
         wrapper = self.stack[-1]
         if isinstance(wrapper, NumpyArrayWrapper):
-            self.stack[-1] = self._read_array(self.stack[-1])
+            self.stack[-1] = self._read_array(wrapper)
 
     dispatch[pickle.BUILD[0]] = load_build
 
@@ -169,6 +198,18 @@ class SafeKMeansUnpickler(NumpyUnpickler):
                 raise self._refuse(f"an object array that unpickled to {type(array).__name__}")
             return array
         return wrapper.read(self, True) if _JOBLIB_BYTE_ORDER_ARG else wrapper.read(self)
+
+
+@contextlib.contextmanager
+def _joblib_stream(f, filename: str):
+    """The pickle stream of a joblib file, decompressed by joblib's own helper (renamed in
+    joblib 1.5); a str (the file name) for joblib's pre-0.10 multi-file format."""
+    if _validate_fileobject_and_memmap is not None:
+        with _validate_fileobject_and_memmap(f, filename, None) as (fobj, _):
+            yield fobj
+    else:
+        with _read_fileobject(f, filename, None) as fobj:
+            yield fobj
 
 
 @dataclass
@@ -214,7 +255,7 @@ def _load_npy(path: Path) -> KMeansCentroids:
 
 def _load_joblib(path: Path) -> KMeansCentroids:
     try:
-        with open(path, "rb") as f, _read_fileobject(f, str(path)) as fobj:
+        with open(path, "rb") as f, _joblib_stream(f, str(path)) as fobj:
             if isinstance(fobj, str):  # joblib < 0.10: arrays in companion files, read with pickle
                 raise DataError(f"{path}: a joblib file of the pre-0.10 format, which cannot be loaded safely; "
                                 "re-save it with a current joblib, or save its centroids as a .npy")
@@ -227,13 +268,13 @@ def _load_joblib(path: Path) -> KMeansCentroids:
         raise DataError(f"{path}: a {type(obj).__name__}, not a fitted k-means model (no 2-D cluster_centers_)")
     state = getattr(obj, "state", None)
     if not isinstance(state, dict):
-        raise DataError(f"{path}: a {obj.sklearn_class} whose pickled state is a {type(state).__name__}, not a dict")
-    centers = _check_centers(path, obj.sklearn_class, state.get("cluster_centers_"))
+        raise DataError(f"{path}: a {obj.pickled_as} whose pickled state is a {type(state).__name__}, not a dict")
+    centers = _check_centers(path, obj.pickled_as, state.get("cluster_centers_"))
     k = state.get("n_clusters")
     if isinstance(k, (int, np.integer)) and k != centers.shape[0]:
         raise DataError(f"{path}: n_clusters={k} but cluster_centers_ has {centers.shape[0]} rows")
     version = state.get("_sklearn_version")
-    return KMeansCentroids(centers, str(path), obj.sklearn_class, version if isinstance(version, str) else None)
+    return KMeansCentroids(centers, str(path), obj.pickled_as, version if isinstance(version, str) else None)
 
 
 def load_kmeans(path: Path) -> KMeansCentroids:
