@@ -31,6 +31,10 @@ task has a source dictionary, the transcript (``src_text`` through the optional
 and ``sample["source_text_ntokens"]``, for CTC (docs/INTERFACES.md).
 Batching is by FBank length (``n_frames``), as in fairseq, except that the last batch is
 never dropped (see ``batch_by_size``).
+
+With ``seed`` (the task passes ``--seed``), the feature transforms' random draws (SpecAugment)
+of utterance ``index`` in epoch ``e`` come from ``numpy_seed(seed, e, index)``, so a run
+resumed from a checkpoint sees the same masks as one that ran through.
 """
 import io
 import logging
@@ -149,6 +153,8 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         alignment: the shared :class:`ViewAlignment`.
         src_dict: source dictionary for transcripts (None: no transcripts).
         src_pre_tokenizer, src_bpe_tokenizer: fairseq encoders applied to ``src_text``.
+        seed: with it, the feature transforms' random draws (SpecAugment) of an utterance
+            come from (seed, epoch, index) only; None: fairseq's global ``np.random``.
     """
 
     def __init__(
@@ -162,6 +168,7 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         src_dict: Optional[Dictionary] = None,
         src_pre_tokenizer=None,
         src_bpe_tokenizer=None,
+        seed: Optional[int] = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -188,6 +195,8 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         self.src_pre_tokenizer = src_pre_tokenizer
         self.src_bpe_tokenizer = src_bpe_tokenizer
         self.utt_keys = [utterance_key(self.utt_id(i)) for i in range(self.n_samples)]
+        self.seed = seed
+        self.epoch = 1  # fairseq's batch iterator sets it (set_epoch) before loading any utterance
 
     def utt_id(self, index: int) -> str:
         return self.ids[index] if self.ids is not None else f"#{index}"
@@ -232,8 +241,22 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
                 f"({self.audio_paths[index]}); recompute its features (rerun the prep) or remove it from {self.split}.tsv"
             )
 
+    @property
+    def can_reuse_epoch_itr_across_epochs(self) -> bool:
+        # A new batch iterator each epoch, so that its data-loader workers start after set_epoch
+        # (fairseq's reused, persistent workers keep the first epoch's copy of the dataset); with
+        # the data config's `shuffle`, a resumed run then also batches as one that ran through.
+        return False
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.epoch = epoch
+
     def __getitem__(self, index: int) -> MultiviewDatasetItem:
-        item = super().__getitem__(index)
+        # fairseq's feature transforms draw from the global np.random: seeded per utterance, they
+        # do not depend on batch composition, workers or where a resumed run restarted
+        with fairseq_data_utils.numpy_seed(self.seed, self.epoch, index):
+            item = super().__getitem__(index)
         self.check_finite(index, item.source)
         units = self.load_units(index)
         self.alignment.check(self.utt_id(index), item.source.size(0), units.size(0))
@@ -328,6 +351,7 @@ class SpeechToTextMultiviewDatasetCreator(SpeechToTextDatasetCreator):
         src_dict,
         src_pre_tokenizer,
         src_bpe_tokenizer,
+        seed: Optional[int] = None,
     ) -> SpeechToTextMultiviewDataset:
         tsv = Path(data_dir) / f"{split_name}.tsv"
         check_rows(tsv, samples, REQUIRED_COLUMNS + (cls.KEY_UNITS,))
@@ -361,6 +385,7 @@ class SpeechToTextMultiviewDatasetCreator(SpeechToTextDatasetCreator):
             src_dict=src_dict,
             src_pre_tokenizer=src_pre_tokenizer,
             src_bpe_tokenizer=src_bpe_tokenizer,
+            seed=seed,
         )
 
     @classmethod
@@ -400,6 +425,7 @@ class SpeechToTextMultiviewDatasetCreator(SpeechToTextDatasetCreator):
                 src_dict,
                 src_pre_tokenizer,
                 src_bpe_tokenizer,
+                seed,
             )
             for split in splits.split(",")
         ]

@@ -18,7 +18,8 @@ the fbank frames (10 ms) two to one.
 Units are the index of the nearest k-means centroid (squared Euclidean distance), computed
 as ``argmin(||x||^2 - 2 x C^T + ||C||^2)`` in float32 with torch, on the GPU when the
 features are there. The k-means model is the joblib-dumped scikit-learn ``MiniBatchKMeans``
-of fairseq's ``learn_kmeans.py`` (the released ``hubert_base_ls960_L9_km500.bin`` is one).
+of fairseq's ``learn_kmeans.py`` (the released ``hubert_base_ls960_L9_km500.bin`` is one), or
+a ``.npy`` of centroids, read without executing code from the file (``kmeans_io.py``).
 """
 import contextlib
 import logging
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .kmeans_io import load_kmeans
 from .mustc import SAMPLE_RATE, DataError, cut_segment, load_segments, read_wav
 
 logger = logging.getLogger(__name__)
@@ -254,23 +256,6 @@ def build_features(
             raise ValueError("--feature hubert needs --checkpoint (a fairseq HuBERT .pt)")
         return HubertFeatures(checkpoint, layer=layer, device=device, max_chunk=max_chunk, dtype=dtype)
     raise ValueError(f"unknown feature {feature!r}; choose from {FEATURES}")
-
-
-def load_kmeans(path: Path):
-    """A joblib-dumped fitted k-means model (anything with a 2-D ``cluster_centers_``)."""
-    import joblib
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"k-means model not found: {path}")
-    try:
-        km = joblib.load(path)
-    except Exception as err:
-        raise DataError(f"{path}: cannot load a joblib k-means model ({type(err).__name__}: {err})") from None
-    centers = getattr(km, "cluster_centers_", None)
-    if centers is None or np.ndim(centers) != 2:
-        raise DataError(f"{path}: a {type(km).__name__}, not a fitted k-means model (no 2-D cluster_centers_)")
-    return km
 
 
 class KMeansAssigner:
