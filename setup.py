@@ -27,4 +27,13 @@ setup(
         "PyYAML",
     ],
     extras_require={"test": ["pytest"]},
+    entry_points={
+        "console_scripts": [
+            "gsgn-prep-mustc = gsgn_fairseq.prep.prep_mustc:main",
+            "gsgn-average-checkpoints = gsgn_fairseq.cli.average_checkpoints:main",
+            "gsgn-score = gsgn_fairseq.cli.score:main",
+            "gsgn-translate = gsgn_fairseq.cli.translate:main",
+            "gsgn-measure-unit-range = gsgn_fairseq.cli.measure_unit_range:main",
+        ],
+    },
 )

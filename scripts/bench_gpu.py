@@ -5,7 +5,7 @@ Sections, in order (each timed, each result written to ``--out``/gpu_results.jso
 it is known, so a run cut short still reports what finished):
 
 1. ``unpack``  the Opus-packed toy corpus (``scripts/pack_corpus.py``) back to WAV;
-2. ``prep``    ``prep_mustc.py`` (fbank, SentencePiece, TSVs): x real time;
+2. ``prep``    ``gsgn-prep-mustc`` (fbank, SentencePiece, TSVs): x real time;
 3. ``hubert``  a randomly initialised HuBERT-base-sized checkpoint in fairseq's format
                (``make_random_hubert.py --preset base``), ``learn_kmeans.py`` (500 clusters
                on layer 9) and ``extract_units.py`` over every split on the GPU: x real time,
@@ -141,7 +141,7 @@ def main(argv=None):
         return {"seconds": round(el, 1)}
 
     def prep():
-        el = b.run([PY, "scripts/prep_mustc.py", "--data-root", root, "--tgt-lang", "de", "--vocab-size",
+        el = b.run([str(Path(PY).parent / "gsgn-prep-mustc"), "--data-root", root, "--tgt-lang", "de", "--vocab-size",
                     1000, "--jobs", a.jobs], "prep")
         h = audio_hours(data)
         return {"audio_hours": round(h, 3), "seconds": round(el, 1), "x_realtime": round(h * 3600 / el, 1)}

@@ -3,7 +3,7 @@
 per epoch, and the test scores of ``bleu-tst-COMMON.json``, as a markdown table.
 
 Each run is ``NAME=DIR`` with ``DIR/train.log`` (fairseq JSON log, trained with
-``--report-accuracy``) and, optionally, ``DIR/bleu-{split}.json`` from ``score_generate.py``.
+``--report-accuracy``) and, optionally, ``DIR/bleu-{split}.json`` from ``gsgn-score``.
 
     python scripts/learning_table.py --runs ours=exp/toy_baseline/ours s2t=exp/toy_baseline/s2t \
         --out exp/toy_baseline/baseline.md

@@ -2,7 +2,7 @@
 """Collect a recipe's scores into a Table-I-style markdown table.
 
 For each run directory ``EXP/{variant}`` it reads ``bleu-{split}.json`` (BLEU and chrF
-with their signatures, from ``score_generate.py``) and ``checkpoint_avg{N}.pt.json`` (from ``average_checkpoints.py``,
+with their signatures, from ``gsgn-score``) and ``checkpoint_avg{N}.pt.json`` (from ``gsgn-average-checkpoints``,
 whose largest averaged epoch is the paper's "convergence epoch").
 
     python scripts/results_table.py --exp-dir exp/en-de --variants fbank,unit,gsgn,gsgn_drop \

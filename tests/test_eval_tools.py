@@ -9,10 +9,10 @@ import torch
 
 from gsgn_fairseq.scoring import ScoringError, score_generate_output
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-import average_checkpoints  # noqa: E402
-import plot_training  # noqa: E402
+import plot_training  # scripts/ (pytest.ini: pythonpath)
+from gsgn_fairseq.cli import average_checkpoints
+
+BIN = Path(sys.executable).parent
 
 
 def _ckpt(path, w, val, epoch, updates, step=0, metric="loss", maximize=False):
@@ -59,7 +59,7 @@ def test_average_last_checkpoints(tmp_path):
     summary = average_checkpoints.average_best(tmp_path, 2, tmp_path / "avg.pt", last=True)
     assert summary["epochs"] == [3, 4] and summary["selection"] == "last"
     assert torch.allclose(torch.load(tmp_path / "avg.pt", weights_only=True)["model"]["w"], torch.tensor([6.5]))
-    proc = subprocess.run([sys.executable, str(SCRIPTS / "average_checkpoints.py"), "--inputs", tmp_path,
+    proc = subprocess.run([str(BIN / "gsgn-average-checkpoints"), "--inputs", tmp_path,
                            "--last", "3", "--output", tmp_path / "avg3.pt"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "avg3.pt.json").read_text())["epochs"] == [2, 3, 4]
@@ -166,13 +166,13 @@ def test_score_generate_cli_writes_json(tmp_path):
     tsv = _tsv(tmp_path / "tst_st.tsv", ["a b c d", "e f g h"])
     out = tmp_path / "gen.txt"
     out.write_text("D-0\t-1\ta b c d\nD-1\t-1\te f g h\n")
-    p = subprocess.run([sys.executable, str(SCRIPTS / "score_generate.py"), str(out), "--tsv", str(tsv),
+    p = subprocess.run([str(BIN / "gsgn-score"), str(out), "--tsv", str(tsv),
                         "--json", str(tmp_path / "bleu.json")], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert "BLEU = 100.00" in p.stdout and "chrF2 = 100.00" in p.stdout and "signature: nrefs:1" in p.stdout
     assert json.loads((tmp_path / "bleu.json").read_text())["bleu"] == 100.0
     out.write_text("D-0\t-1\tabcd\nD-1\t-1\tefgh\n")
-    p = subprocess.run([sys.executable, str(SCRIPTS / "score_generate.py"), str(out), "--tsv", str(tsv)],
+    p = subprocess.run([str(BIN / "gsgn-score"), str(out), "--tsv", str(tsv)],
                        capture_output=True, text=True)
     assert p.returncode == 1 and "space-stripped" in p.stderr
 

@@ -1,4 +1,4 @@
-"""scripts/prep_mustc.py on the tiny synthetic corpus: outputs, fbank parity, resuming, --jobs,
+"""gsgn-prep-mustc on the tiny synthetic corpus: outputs, fbank parity, resuming, --jobs,
 filters, bad input, and fairseq's own loader."""
 import re
 import shutil
@@ -16,13 +16,11 @@ import torchaudio.compliance.kaldi as kaldi
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-import prep_mustc  # noqa: E402
-from tiny_mustc import make_tiny_mustc  # noqa: E402
-
-from gsgn_fairseq.data.manifest import S2T_COLUMNS, read_tsv  # noqa: E402
-from gsgn_fairseq.data.mustc import DataError  # noqa: E402
-from gsgn_fairseq.data.zip_store import read_npy_ref  # noqa: E402
+from gsgn_fairseq.data.manifest import S2T_COLUMNS, read_tsv
+from gsgn_fairseq.data.mustc import DataError
+from gsgn_fairseq.data.zip_store import read_npy_ref
+from gsgn_fairseq.prep import prep_mustc
+from tiny_mustc import make_tiny_mustc
 
 SPLITS = ("train", "dev", "tst-COMMON")
 
@@ -36,7 +34,7 @@ def outputs(pdir: Path) -> dict:
 def prepared(tmp_path_factory):
     """The tiny corpus prepared once through the command line (jobs=1)."""
     root = make_tiny_mustc(tmp_path_factory.mktemp("prepared"))
-    cmd = [sys.executable, str(REPO / "scripts" / "prep_mustc.py"), "--data-root", str(root),
+    cmd = [str(Path(sys.executable).parent / "gsgn-prep-mustc"), "--data-root", str(root),
            "--tgt-lang", "de", "--vocab-size", "8000", "--jobs", "1"]
     run = subprocess.run(cmd, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

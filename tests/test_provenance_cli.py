@@ -108,7 +108,7 @@ def test_average_checkpoints_refuses_different_gate_activations(trained, tmp_pat
     mixed.mkdir()
     shutil.copy(ckpt / "checkpoint1.pt", mixed / "checkpoint1.pt")
     shutil.copy(tmp_path / "sigmoid" / "checkpoint2.pt", mixed / "checkpoint2.pt")  # another update count
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "average_checkpoints.py"), "--inputs", mixed,
+    proc = subprocess.run([str(BIN / "gsgn-average-checkpoints"), "--inputs", mixed,
                            "--num-best-checkpoints", "2", "--output", tmp_path / "avg.pt"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "not the same model" in proc.stderr, proc.stderr[-3000:]

@@ -106,7 +106,7 @@ def test_noise_range_is_measured_on_a_trained_unit_view_and_drives_noise_replace
 
     train(data_dir, tmp_path / "gsgn", "--fusion", "gsgn", max_epoch=1)
     out = tmp_path / "range.json"
-    proc = subprocess.run([sys.executable, str(Path(USER_DIR).parent / "scripts" / "measure_unit_range.py"),
+    proc = subprocess.run([str(BIN / "gsgn-measure-unit-range"),
                            "--path", str(tmp_path / "gsgn" / "checkpoint_last.pt"), "--data", str(data_dir),
                            "--subset", "train", "--cpu", "--json", str(out)], capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]

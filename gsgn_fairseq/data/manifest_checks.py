@@ -30,7 +30,7 @@ def check_rows(tsv: Path, rows: List[Dict[str, Optional[str]]], required: Sequen
         raise DataError(
             f"{tsv}: no {', '.join(repr(c) for c in missing)} column (columns: {' '.join(columns)}); "
             "the manifest needs the speech_to_text columns id audio n_frames tgt_text (+ units): "
-            "rerun the prep (gsgn prep_mustc / extract_units)"
+            "rerun the prep (gsgn-prep-mustc, gsgn-extract-units)"
         )
     seen: Dict[str, int] = {}
     for i, row in enumerate(rows):

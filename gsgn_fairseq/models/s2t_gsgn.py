@@ -252,7 +252,7 @@ class S2TGSGNModel(FairseqEncoderDecoderModel):
                                  "LayerNorm, dropout) or none (one residual stream through both stacks)")
         parser.add_argument("--noise-range", type=str, metavar="MIN,MAX",
                             help="noise-sum / noise-replace: the uniform noise's range, that of the S-feature over "
-                                 "the training set (scripts/measure_unit_range.py measures it on a trained model)")
+                                 "the training set (gsgn-measure-unit-range measures it on a trained model)")
         parser.add_argument("--use-ctc", action="store_true",
                             help="CTC projection over the source dictionary on the acoustic encoder output "
                                  "(weight: the criterion's --ctc-weight)")

@@ -193,7 +193,7 @@ class MultiviewFrontend(nn.Module):
             spec = getattr(args, "noise_range", None)
             if not spec:
                 raise ValueError(f"--fusion {args.fusion} needs --noise-range MIN,MAX: the range of the S-feature over "
-                                 "the training set (scripts/measure_unit_range.py measures it from a trained model)")
+                                 "the training set (gsgn-measure-unit-range measures it from a trained model)")
             self.register_buffer("noise_range", torch.tensor(parse_noise_range(spec)))
 
         self.msd_enabled = bool(args.multi_stage_dropout)

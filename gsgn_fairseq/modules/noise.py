@@ -4,7 +4,7 @@ The paper draws noise "from a uniform distribution with the same maximum and min
 as the S-feature across the entire training set". The noise models have no unit branch of
 their own, so the range is measured on a trained model's unit view (the unit front end's
 output, ``x_unit``, over the valid frames of the training set:
-``scripts/measure_unit_range.py``) and given as ``--noise-range MIN,MAX``; the recipe
+``gsgn-measure-unit-range``) and given as ``--noise-range MIN,MAX``; the recipe
 measures it from its GSGN run before it trains the noise variants and logs it. The model
 keeps it as a buffer (``noise_range``), so checkpoints carry it and decoding uses the same
 range; the noise itself is detached (no gradient).

@@ -130,7 +130,7 @@ esac
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ] && ! is_done prep; then
   log "stage 0: prepare $data (fbank, SentencePiece $vocab_size, config)"
-  "$PY" "$ROOT_DIR/scripts/prep_mustc.py" --data-root "$data_root" --tgt-lang "$tgt_lang" \
+  "$BIN/gsgn-prep-mustc" --data-root "$data_root" --tgt-lang "$tgt_lang" \
     --vocab-size "$vocab_size" --jobs "$jobs"
   done_mark prep
 fi
@@ -186,7 +186,7 @@ measure_noise_range() {
   if [ ! -f "$json" ]; then
     [ -f "$ckpt" ] || { echo "the noise variants need --noise-range MIN,MAX or the gsgn variant trained and averaged first ($ckpt; list gsgn before them in --variants)" >&2; exit 1; }
     log "noise range: the unit view of $ckpt over train_st"
-    "$PY" "$ROOT_DIR/scripts/measure_unit_range.py" --path "$ckpt" --data "$data" --subset train_st --json "$json" >/dev/null
+    "$BIN/gsgn-measure-unit-range" --path "$ckpt" --data "$data" --subset train_st --json "$json" >/dev/null
   fi
   noise_range=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['noise_range'])" "$json")
   log "noise range (S-feature min,max over train_st, $json): $noise_range"
@@ -219,7 +219,7 @@ for v in "${variant_list[@]}"; do
   fi
   if [ $stage -le 3 ] && [ $stop_stage -ge 3 ] && ! is_done "average.$v"; then
     log "stage 3: average the $n_avg best checkpoints of $v"
-    "$PY" "$ROOT_DIR/scripts/average_checkpoints.py" --inputs "$run" \
+    "$BIN/gsgn-average-checkpoints" --inputs "$run" \
       --num-best-checkpoints "$n_avg" --output "$run/checkpoint_avg$n_avg.pt"
     done_mark "average.$v"
   fi
@@ -238,7 +238,7 @@ for v in "${variant_list[@]}"; do
           --model-overrides "{'inference_branch': '$branch'}" \
           --beam "$beam" --lenpen "$lenpen" --max-tokens 50000 --required-batch-size-multiple 1 --scoring sacrebleu \
           > "$run/generate-$s$suffix.txt"
-        "$PY" "$ROOT_DIR/scripts/score_generate.py" "$run/generate-$s$suffix.txt" --tsv "$data/${s}_st.tsv" \
+        "$BIN/gsgn-score" "$run/generate-$s$suffix.txt" --tsv "$data/${s}_st.tsv" \
           --json "$run/bleu-$s$suffix.json"
       done
     done

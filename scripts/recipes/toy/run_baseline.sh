@@ -67,14 +67,14 @@ one_run() {
     --max-epoch "$TOY_MAX_EPOCH" --seed "$seed" --num-workers 0 --save-dir "$dir" \
     --keep-best-checkpoints "$TOY_N_AVG" --keep-last-epochs 1 --log-format json --log-interval 50 \
     --skip-invalid-size-inputs-valid-test >> "$dir/train.log" 2>&1
-  "$PY" scripts/average_checkpoints.py --inputs "$dir" --num-best-checkpoints "$TOY_N_AVG" \
+  "$(dirname "$PY")/gsgn-average-checkpoints" --inputs "$dir" --num-best-checkpoints "$TOY_N_AVG" \
     --output "$dir/checkpoint_avg$TOY_N_AVG.pt"
   # shellcheck disable=SC2046
   "$BIN/fairseq-generate" "$data" --user-dir gsgn_fairseq $(run_flags "$name" | cut -d' ' -f1-2) \
     --config-yaml config_st.yaml --gen-subset tst-COMMON_st --path "$dir/checkpoint_avg$TOY_N_AVG.pt" \
     --beam 5 --lenpen 1.0 --max-tokens 50000 --required-batch-size-multiple 1 --scoring sacrebleu \
     > "$dir/generate-tst-COMMON.txt" 2> "$dir/generate.log"
-  "$PY" scripts/score_generate.py "$dir/generate-tst-COMMON.txt" --tsv "$data/tst-COMMON_st.tsv" \
+  "$(dirname "$PY")/gsgn-score" "$dir/generate-tst-COMMON.txt" --tsv "$data/tst-COMMON_st.tsv" \
     --json "$dir/bleu-tst-COMMON.json"
   touch "$exp/.done/$name"
 }

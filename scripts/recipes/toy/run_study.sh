@@ -83,7 +83,7 @@ for branch in fusion fbank unit sample; do
       --config-yaml config_st.yaml --gen-subset tst-COMMON_st --path "$run/checkpoint_avg$TOY_N_AVG.pt" \
       --model-overrides "{'inference_branch': '$branch'}" --beam 5 --lenpen 1.0 --max-tokens 50000 \
       --required-batch-size-multiple 1 --scoring sacrebleu > "$out"
-    $PY scripts/score_generate.py "$out" --tsv "$data/en-de/tst-COMMON_st.tsv" --json "$run/bleu-tst-COMMON.$branch.json"
+    "$(dirname "$PY")/gsgn-score" "$out" --tsv "$data/en-de/tst-COMMON_st.tsv" --json "$run/bleu-tst-COMMON.$branch.json"
   fi
   bleu=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['bleu'])" "$run/bleu-tst-COMMON.$branch.json")
   rows="$rows\n| $branch | $bleu |"

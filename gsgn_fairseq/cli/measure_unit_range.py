@@ -6,7 +6,7 @@ entire training set" (Sec. IV-A). This runs a trained model's unit front end (th
 ``x_unit``, before fusion) over every utterance of a subset and prints ``MIN,MAX`` over the
 valid frames, the value of ``--noise-range`` for ``--fusion noise-sum`` / ``noise-replace``.
 
-    python scripts/measure_unit_range.py --path exp/gsgn/checkpoint_avg10.pt --data data/en-de \
+    gsgn-measure-unit-range --path exp/gsgn/checkpoint_avg10.pt --data data/en-de \
         --subset train_st --json exp/noise_range.json
 """
 import argparse
@@ -17,8 +17,8 @@ import torch
 from fairseq import checkpoint_utils, utils
 from tqdm import tqdm
 
-import gsgn_fairseq  # noqa: F401  (registers the plugin; checkpoints load under weights_only)
-from gsgn_fairseq.fileio import write_json_atomic
+from .. import checkpoint_compat  # noqa: F401  (checkpoints load under weights_only)
+from ..fileio import write_json_atomic
 
 logger = logging.getLogger("measure_unit_range")
 
@@ -59,7 +59,7 @@ def unit_range(path: Path, data: Path, subset: str, max_tokens: int = 50000, cpu
 
 def main():
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="gsgn-measure-unit-range", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--path", required=True, type=Path, help="a trained checkpoint with a unit view")
     p.add_argument("--data", required=True, type=Path, help="its prepared data directory")
     p.add_argument("--subset", default="train_st")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Prepare one MuST-C language pair (release layout) as fairseq speech_to_text data.
 
-    python scripts/prep_mustc.py --data-root ROOT --tgt-lang de --vocab-size 8000 --jobs 8
+    gsgn-prep-mustc --data-root ROOT --tgt-lang de --vocab-size 8000 --jobs 8
 
 reads ROOT/en-XX/data/{split}/{wav,txt} (see ``gsgn_fairseq.data.mustc``) and writes to ROOT/en-XX:
 
@@ -46,7 +46,6 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-import sys
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -59,14 +58,13 @@ import torch
 import yaml
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
-from gsgn_fairseq.data.manifest import S2T_COLUMNS, read_tsv, write_tsv  # noqa: E402
-from gsgn_fairseq.data.mustc import (  # noqa: E402
+from ..data.manifest import S2T_COLUMNS, read_tsv, write_tsv
+from ..data.mustc import (
     SAMPLE_RATE, SPLITS, DataError, Segment, available_splits, cut_segment, load_segments, pair_dir,
     read_wav,
 )
-from gsgn_fairseq.data.zip_store import npy_shape, write_npy_zip, zip_manifest  # noqa: E402
-from gsgn_fairseq.prep.fbank import N_MEL_BINS, WINDOW, extract_fbank  # noqa: E402,F401
+from ..data.zip_store import npy_shape, write_npy_zip, zip_manifest
+from .fbank import N_MEL_BINS, WINDOW, extract_fbank  # noqa: F401  (re-exported)
 
 MIN_FRAMES, MAX_FRAMES = 5, 3000  # fairseq's filter_manifest_df
 SPECIALS = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}  # fairseq's gen_vocab ids
@@ -356,7 +354,7 @@ def prep_pair(
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="gsgn-prep-mustc", description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", required=True, help="directory holding en-XX/data/...")
     parser.add_argument("--tgt-lang", required=True, help="target language, e.g. de")
     parser.add_argument("--vocab-size", type=int, default=8000, help="SentencePiece vocabulary size (soft limit)")

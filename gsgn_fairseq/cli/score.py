@@ -8,19 +8,19 @@ lines. A reference without a hypothesis, or hypotheses that look space-stripped,
 When the output holds fairseq's own ``--scoring sacrebleu`` line, both scores are printed and
 a disagreement is reported. The scoring itself is ``gsgn_fairseq.scoring``.
 
-    python scripts/score_generate.py exp/gsgn/generate-tst-COMMON.txt \
+    gsgn-score exp/gsgn/generate-tst-COMMON.txt \
         --tsv data/en-de/tst-COMMON_st.tsv --json exp/gsgn/bleu-tst-COMMON.json
 """
 import argparse
 import sys
 from pathlib import Path
 
-from gsgn_fairseq.fileio import write_json_atomic
-from gsgn_fairseq.scoring import ScoringError, score_generate_output
+from ..fileio import write_json_atomic
+from ..scoring import ScoringError, score_generate_output
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="gsgn-score", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("generate_output", type=Path)
     refs = p.add_mutually_exclusive_group(required=True)
     refs.add_argument("--tsv", type=Path, help="the decoded split's TSV (references: its tgt_text column)")
@@ -30,7 +30,7 @@ def main():
     try:
         out = score_generate_output(args.generate_output, tsv=args.tsv, refs_file=args.refs)
     except (ScoringError, OSError) as e:
-        sys.exit(f"score_generate: {e}")
+        sys.exit(f"gsgn-score: {e}")
     print(f"{out['detail']}\nchrF2 = {out['chrf']:.2f}\nsignature: {out['signature']}\n"
           f"chrF signature: {out['chrf_signature']}\nreferences: {out['references']} ({out['n_sentences']} sentences)")
     if "fairseq_bleu" in out:

@@ -20,9 +20,9 @@ averaged in float64 and cast back. The output keeps the first checkpoint's
 configuration (so ``fairseq-generate --path`` loads it) without the optimizer state, and a
 ``.json`` beside it lists the averaged epochs; the largest is the run's "convergence epoch".
 
-    python scripts/average_checkpoints.py --inputs exp/gsgn --num-best-checkpoints 10 \
+    gsgn-average-checkpoints --inputs exp/gsgn --num-best-checkpoints 10 \
         --output exp/gsgn/checkpoint_avg10.pt
-    python scripts/average_checkpoints.py --inputs exp/gsgn --last 10 --output exp/gsgn/checkpoint_last10.pt
+    gsgn-average-checkpoints --inputs exp/gsgn --last 10 --output exp/gsgn/checkpoint_last10.pt
 """
 import argparse
 import collections
@@ -36,7 +36,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-import gsgn_fairseq.checkpoint_compat  # noqa: F401  (fairseq checkpoints under weights_only)
+from .. import checkpoint_compat  # noqa: F401  (fairseq checkpoints under weights_only)
 
 logger = logging.getLogger("average_checkpoints")
 CANDIDATE = re.compile(r"^checkpoint(\d+|\.best_.+)\.pt$")
@@ -223,7 +223,7 @@ def average_best(save_dir: Path, n: int, output: Path, maximize: Optional[bool] 
 
 def main():
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="gsgn-average-checkpoints", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--inputs", required=True, type=Path, help="fairseq --save-dir of one run")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--num-best-checkpoints", type=int, metavar="N",
