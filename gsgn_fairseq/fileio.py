@@ -1,13 +1,33 @@
-"""Small file helpers shared by the scripts."""
+"""Atomic file writes: a reader (or a resumed run) never sees a half-written file.
+
+``atomic_path(path)`` gives a temporary path beside ``path`` to write to; when the block ends
+without an exception the file is renamed over ``path`` (``os.replace``, atomic on POSIX), and
+otherwise it is removed. Every writer in the package goes through it.
+"""
+import contextlib
 import json
 import os
 from pathlib import Path
+from typing import Iterator
 
 
-def write_json_atomic(path, obj) -> None:
-    """``obj`` as indented JSON at ``path``, written to a temporary file and renamed, so a
-    reader never sees a half-written file."""
+@contextlib.contextmanager
+def atomic_path(path) -> Iterator[Path]:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
+
+
+def write_text_atomic(path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path, obj, indent: int = 2, sort_keys: bool = False) -> None:
+    """``obj`` as indented JSON at ``path``, atomically."""
+    write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n")

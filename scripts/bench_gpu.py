@@ -43,7 +43,6 @@ import tarfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_prep import audio_seconds  # noqa: E402
 from plot_training import parse_log  # noqa: E402
 
@@ -165,7 +164,7 @@ def main(argv=None):
 
     def mfcc_units():
         meta = data / "units.json"
-        if not (meta.exists() and json.loads(meta.read_text()).get("source") == "mfcc"):
+        if not (meta.exists() and json.loads(meta.read_text()).get("feature") == "mfcc"):
             b.run([PY, "scripts/extract_units.py", "--data-root", root, "--tgt-lang", "de", "--feature", "mfcc",
                    "--km-model", a.km_mfcc], "extract_units mfcc")
 

@@ -18,13 +18,11 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import extract_units  # noqa: E402
 import make_toy_corpus  # noqa: E402
 from make_random_hubert import make_random_hubert  # noqa: E402

@@ -11,12 +11,10 @@ other run reaches that same BLEU; and the ratios baseline/run of epochs and of w
 """
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Dict, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from plot_training import parse_log  # noqa: E402
+from plot_training import parse_log
 
 
 def curve(log: Path) -> Dict[int, dict]:

@@ -11,12 +11,10 @@ For each run and epoch, fairseq's epoch-level training means of the gate criteri
         factorized=exp/m/factorized_utt/gsgn/train.log --epochs 1,5,10,15
 """
 import argparse
-import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from plot_training import parse_log  # noqa: E402
+from plot_training import parse_log
 
 STATS = ("grad_cos", "grad_cos_pos", "conflict_pct", "gate_target", "gate_loss", "g_fbank_mean",
          "g_fbank_gt1_pct", "g_unit_mean")

@@ -10,12 +10,10 @@ Each run is ``NAME=DIR`` with ``DIR/train.log`` (fairseq JSON log, trained with
 """
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Dict, List
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from plot_training import parse_log  # noqa: E402
+from plot_training import parse_log
 
 
 def dev_curves(log: Path) -> Dict[int, dict]:

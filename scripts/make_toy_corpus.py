@@ -42,8 +42,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from toy_grammar import generate_sentences, translate  # noqa: E402
+
+from toy_grammar import generate_sentences, translate  # beside this script
+
+from gsgn_fairseq.fileio import write_json_atomic
 
 CORPUS_VERSION = 1               # bump whenever the generated data change (invalidates stamps)
 PAIRS = ("de", "fr", "es")
@@ -281,9 +283,7 @@ def make_toy_corpus(out, pairs=PAIRS, n_train: int = 4000, n_dev: int = 200,
                  for w in re.findall(r"\w+", translate(s, lang).lower())}
         summary["vocab"][lang] = len(words)
 
-    tmp = out / (STAMP + ".tmp")
-    tmp.write_text(json.dumps(dict(flags, summary=summary), indent=1) + "\n")
-    os.replace(tmp, out / STAMP)
+    write_json_atomic(out / STAMP, dict(flags, summary=summary), indent=1)
     _print_summary(out, summary)
     return summary
 

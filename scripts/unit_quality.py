@@ -26,17 +26,15 @@ import argparse
 import json
 import logging
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
-from gsgn_fairseq.data.manifest import UNITS_COLUMN, read_tsv  # noqa: E402
-from gsgn_fairseq.data.mustc import DataError  # noqa: E402
-from gsgn_fairseq.data.zip_store import read_npy_ref  # noqa: E402
+from gsgn_fairseq.data.manifest import UNITS_COLUMN, read_tsv
+from gsgn_fairseq.data.mustc import DataError
+from gsgn_fairseq.data.zip_store import read_npy_ref
 
 logger = logging.getLogger("unit_quality")
 

@@ -39,7 +39,7 @@ def test_bench_gpu_smoke_sections(tmp_path):
         assert abs(t["ratio_to_fbank"] - t["s_per_update"] / train["fbank"]["s_per_update"]) < 2e-3
     # the units came from the given k-means model (train had none without the hubert section)
     units = json.loads((tmp_path / "work" / "toy" / "en-de" / "units.json").read_text())
-    assert units["n_clusters"] == 8 and units["source"] == "mfcc"
+    assert units["n_clusters"] == 8 and units["feature"] == "mfcc"
     with tarfile.open(out / "logs.tar.gz") as tar:
         names = tar.getnames()
     assert {"train_fbank.log", "train_gsgn_drop.log", "train_gsgn.log"} <= set(names)

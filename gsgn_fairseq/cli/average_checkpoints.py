@@ -26,9 +26,7 @@ configuration (so ``fairseq-generate --path`` loads it) without the optimizer st
 """
 import argparse
 import collections
-import json
 import logging
-import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +35,7 @@ from typing import Dict, List, Optional
 import torch
 
 from .. import checkpoint_compat  # noqa: F401  (fairseq checkpoints under weights_only)
+from ..fileio import atomic_path, write_json_atomic
 
 logger = logging.getLogger("average_checkpoints")
 CANDIDATE = re.compile(r"^checkpoint(\d+|\.best_.+)\.pt$")
@@ -205,9 +204,8 @@ def average_best(save_dir: Path, n: int, output: Path, maximize: Optional[bool] 
     chosen = select_last(candidates, n) if last else select_best(candidates, n, maximize)
     state = average_states([c.path for c in chosen])
     output = Path(output)
-    tmp = output.with_name(output.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, output)
+    with atomic_path(output) as tmp:
+        torch.save(state, tmp)
     summary = {
         "checkpoints": [asdict(c) for c in chosen],
         "epochs": sorted(c.epoch for c in chosen),
@@ -216,8 +214,7 @@ def average_best(save_dir: Path, n: int, output: Path, maximize: Optional[bool] 
         "maximize": chosen[0].maximize,
         "selection": "last" if last else "best",
     }
-    with open(str(output) + ".json", "w") as f:
-        json.dump(summary, f, indent=2)
+    write_json_atomic(str(output) + ".json", summary)
     return summary
 
 

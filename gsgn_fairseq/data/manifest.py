@@ -4,9 +4,10 @@ Same dialect as fairseq's ``load_df_from_tsv``/``save_df_to_tsv``: tab-separated
 row, no quoting (fields must not contain tabs or newlines).
 """
 import csv
-import os
 from pathlib import Path
 from typing import Dict, List, Sequence
+
+from ..fileio import atomic_path
 
 S2T_COLUMNS = ["id", "audio", "n_frames", "tgt_text", "speaker", "src_text"]
 UNITS_COLUMN = "units"
@@ -23,9 +24,7 @@ def read_tsv(path: Path) -> List[Dict[str, str]]:
 
 def write_tsv(path: Path, rows: Sequence[Dict[str, str]], columns: Sequence[str]) -> None:
     """Write rows to ``path`` atomically; every value is checked for tabs and newlines."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         f.write("\t".join(columns) + "\n")
         for row in rows:
             values = [str(row[c]) for c in columns]
@@ -33,4 +32,3 @@ def write_tsv(path: Path, rows: Sequence[Dict[str, str]], columns: Sequence[str]
                 if "\t" in v or "\n" in v or "\r" in v:
                     raise ValueError(f"{path}: utterance {row.get('id')}: field {c!r} contains a tab or newline")
             f.write("\t".join(values) + "\n")
-    os.replace(tmp, path)

@@ -5,7 +5,6 @@ seeking into the raw zip file, so members must be STORED (not deflated) and the 
 point at the member's bytes, past its local header.
 """
 import io
-import os
 import struct
 import zipfile
 import zlib
@@ -13,6 +12,8 @@ from pathlib import Path
 from typing import Dict, Iterable, NamedTuple, Tuple, Union
 
 import numpy as np
+
+from ..fileio import atomic_path
 
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # 30 bytes, PKZIP local file header
 
@@ -38,15 +39,12 @@ def write_npy_zip(path: Path, items: Iterable[Tuple[str, Union[np.ndarray, bytes
 
     An item may be an array or the ``.npy`` bytes of one (copied as they are, e.g. from a
     cache written with ``np.savez``: the same bytes ``np.save`` gives)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
         for name, array in items:
             # fixed timestamp and mode: the same items give the same bytes on every run
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
             z.writestr(info, array if isinstance(array, bytes) else array_to_npy_bytes(array))
-    os.replace(tmp, path)
 
 
 def zip_manifest(path: Path, prefix: str = None) -> Dict[str, str]:
