@@ -6,4 +6,5 @@ installed ``import gsgn_fairseq``.
 """
 from . import checkpoint_compat  # noqa: F401  (must run before fairseq loads checkpoints)
 from . import bf16_cuda  # noqa: F401  (fairseq 0.12 takes --bf16 for a TPU)
+from . import distributed_launch  # noqa: F401  (torchrun on CPUs: world size, gloo, DDP device ids)
 from . import criterions, models, tasks  # noqa: F401
