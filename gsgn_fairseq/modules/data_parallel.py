@@ -5,7 +5,11 @@ optimizer step (one micro-batch each with ``--update-freq``). A pooled target (E
 ``a``, ``b`` summed over the batch) needs ``a = sum_r a_r``, ``b = sum_r b_r``: the inner
 products ``<a, b>``, ``|a|^2``, ``|b|^2`` do not decompose over ranks (they have cross terms
 ``<a_r, b_s>``), so the gradient vectors themselves are summed, then every rank computes the
-same target from the same sums.
+same target from the same sums: ``exact`` sums its two ``(P,)`` reference-parameter
+gradients (``P`` = size of ``--gate-reference-params``, 3.1M for the paper's first layer) on the
+updates it computes a target, ``factorized`` its two ``(D, D)`` matrices of Eq. 6-7 at every
+step; both add the number of fusion utterances or frames, and a scalar per step says whether
+a shared target applies anywhere (it is counted once in the logs).
 
 The sums run on a process group of their own, created once over all ranks by
 :meth:`GlobalBatch.setup` (a collective: every rank calls it at the same point, in the
@@ -21,6 +25,7 @@ from typing import Tuple
 
 import torch
 import torch.distributed as dist
+from fairseq.distributed import utils as distributed_utils
 from torch import Tensor
 
 
@@ -37,8 +42,6 @@ class GlobalBatch:
         self._set_up = True
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
-        from fairseq.distributed import utils as distributed_utils
-
         if distributed_utils.get_data_parallel_world_size() != dist.get_world_size():
             raise ValueError(
                 "--gate-target-granularity batch pools over the data-parallel ranks, and this run has "
@@ -46,6 +49,10 @@ class GlobalBatch:
                 "(model parallelism); use --gate-target-granularity utterance"
             )
         self._group = dist.new_group()
+        # NCCL creates a group's communicator at its first collective: do that here, in the
+        # forward, rather than inside the backward pass of the first factorized target
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(self._group) == "nccl" else "cpu"
+        dist.all_reduce(torch.zeros(1, device=device), group=self._group)
 
     @property
     def active(self) -> bool:
