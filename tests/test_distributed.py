@@ -12,6 +12,7 @@ global batch, rank-independent branch draws, ranks in sync.
 """
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -196,7 +197,7 @@ def torchrun_train(data_dir, out: Path, *extra):
         "--no-progress-bar", "--log-interval", "1", "--seed", "1", "--cpu",
         "--train-subset", "train", "--valid-subset", "valid", *extra,
     ]
-    env = {**__import__("os").environ, "RANK_RECORD_DIR": str(out)}
+    env = {**os.environ, "RANK_RECORD_DIR": str(out)}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(cmd)}\n{log[-4000:]}"
