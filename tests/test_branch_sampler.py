@@ -130,3 +130,39 @@ def test_keyed_draws_are_uniform_and_depend_on_seed_and_key_only():
     branch = sampler.sample_keyed(keys, seed=1)
     shares = [float((branch == b).double().mean()) for b in (FBANK, UNIT, FUSION)]
     assert abs(shares[0] - 0.3) < 0.015 and abs(shares[1] - 0.2) < 0.015 and abs(shares[2] - 0.5) < 0.015
+
+
+def test_training_draws_depend_on_seed_epoch_and_key_not_on_the_batch():
+    from gsgn_fairseq.modules.branch_sampler import utterance_key
+
+    keys = torch.tensor([utterance_key(f"train_{i}") for i in range(4000)])
+    sampler = BranchSampler("1:0.3,0.2")
+    whole = sampler.sample_training(len(keys), keys, seed=1, update=0)
+    # any split of the batch (data-parallel ranks, micro-batches), order or update: the same draws
+    halves = torch.cat([sampler.sample_training(2000, keys[:2000], 1, update=5),
+                        sampler.sample_training(2000, keys[2000:], 1, update=9)])
+    assert torch.equal(halves, whole)
+    perm = torch.randperm(len(keys))
+    assert torch.equal(sampler.sample_training(len(keys), keys[perm], 1, update=0), whole[perm])
+    shares = _shares(whole)
+    assert abs(shares[0] - 0.3) < 0.03 and abs(shares[1] - 0.2) < 0.03
+    # a fresh draw every epoch and seed, and never the inference draw of the same utterance
+    sampler.set_epoch(2)
+    assert (sampler.sample_training(len(keys), keys, 1, 0) != whole).float().mean() > 0.4
+    sampler.set_epoch(1)
+    assert (sampler.sample_training(len(keys), keys, 2, 0) != whole).float().mean() > 0.4
+    inference = BranchSampler("1:0.3,0.2").sample_keyed(keys, seed=1)
+    assert (inference != whole).float().mean() > 0.4
+    with pytest.raises(ValueError, match="utt_keys"):
+        sampler.sample_training(4, None, 1, 0)
+
+
+def test_batch_training_draws_are_one_per_update():
+    sampler = BranchSampler("1:0.4,0.3", granularity="batch")
+    draws = [sampler.sample_training(6, None, seed=1, update=u) for u in range(300)]
+    assert all(torch.all(d == d[0]) for d in draws)
+    # every rank and micro-batch of an update: the same branch, whatever its size and keys
+    assert all(torch.equal(sampler.sample_training(3, torch.arange(3), 1, u), d[:3]) for u, d in enumerate(draws))
+    shares = _shares(torch.stack([d[0] for d in draws]))
+    assert abs(shares[0] - 0.4) < 0.1 and abs(shares[1] - 0.3) < 0.1
+    assert any(not torch.equal(sampler.sample_training(6, None, 2, u), d) for u, d in enumerate(draws))

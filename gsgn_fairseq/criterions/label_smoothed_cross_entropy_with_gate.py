@@ -8,7 +8,8 @@ the valid frames of the utterances that took the fusion branch (Eq. 12,
 ``modules.gate_target.masked_squared_error``). The target (Eq. 8-11) comes from one of the
 strategies in ``modules/gate_targets.py`` (``--gate-target exact|factorized``, per batch or
 per utterance; the default, factorized per utterance, is the reading whose gate moves at a
-step cost within 1.10x of FBank-only: README "Choices", docs/RESULTS.md).
+step cost within 1.10x of FBank-only: README "Choices", docs/RESULTS.md). With data
+parallelism a batch target pools over the global batch, every rank applying the same one.
 
 The gate loss is a training-time term: in validation only the gate and branch statistics are
 logged and the loss is CE (+ CTC). Models without gates (``--fusion fbank|unit|concat``) get
@@ -97,6 +98,12 @@ class LabelSmoothedCrossEntropyWithGateCriterion(LabelSmoothedCrossEntropyCriter
     def set_num_updates(self, num_updates: int) -> None:
         """Called by the task's ``train_step`` (docs/INTERFACES.md); drives the target interval."""
         self._num_updates = num_updates
+
+    def set_ignore_grad(self, ignore_grad: bool) -> None:
+        """Called by the task's ``train_step`` with fairseq's ``ignore_grad``: True for the
+        stand-in batch of a rank that ran out of data (its loss is multiplied by 0), which must
+        not enter a target pooled over the ranks (docs/INTERFACES.md)."""
+        self.strategy.ignore_grad = bool(ignore_grad)
 
     def task_loss(self, model, net_output, sample, reduce=True):
         """Label-smoothed CE (+ weighted CTC): (loss, nll_loss, ctc_loss or None). The exact

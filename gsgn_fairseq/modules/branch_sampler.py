@@ -13,16 +13,27 @@ The thresholds change with the training epoch by a schedule, written for the com
 
 ``sample_branches`` is a free function so it can be tested alone; ``BranchSampler`` adds the
 schedule, the current stage (set from fairseq's epoch, so a resumed run is in the right stage)
-and the granularity (one draw per utterance, or one per batch). Training draws are made on
-the CPU (from the global generator, which fairseq reseeds every update, unless a generator is
-given) and moved to the requested device, so the same seed gives the same branches on any
-device.
+and the granularity (one draw per utterance, or one per batch).
+
+Training draws (:meth:`BranchSampler.sample_training`) are hashes, not a random stream:
+fairseq reseeds torch's generator with ``seed + update`` on every rank, so draws from it give
+every data-parallel rank the same branches at the same batch positions. Instead
+
+* per utterance, ``p`` is a function of ``(--seed, epoch, utterance key)``: each utterance
+  gets a fresh draw every epoch, the same whichever rank, batch, position or ``--update-freq``
+  micro-batch it lands in, so ranks draw independently and a run is reproducible on any
+  number of processes;
+* per batch (``--msd-granularity batch``), ``p`` is a function of ``(--seed, update)``: the
+  batch of the paper is the global batch of one optimizer update (every rank, every
+  micro-batch), so all of it takes one branch.
 
 Evaluation with the paper's protocol (``--inference-branch sample``, Sec. III-B: the third
 stage's thresholds) draws each utterance's ``p`` from ``(seed, utterance key)`` alone
 (:func:`keyed_uniform`, a SplitMix64 hash; the key is a hash of the utterance id,
 :func:`utterance_key`), so an utterance takes the same branch at any batch size, in any order,
 in validation, ``--eval-bleu`` and ``fairseq-generate``, however often ``eval()`` is called.
+Training streams are keyed apart from it (:func:`stream_seed`), so a training draw never
+repeats the inference draw of the same utterance.
 """
 import hashlib
 from dataclasses import dataclass
@@ -60,6 +71,26 @@ def keyed_uniform(keys: Tensor, seed: int) -> Tensor:
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z = z ^ (z >> np.uint64(31))
     return torch.from_numpy((z >> np.uint64(11)).astype(np.float64) / float(2**53))
+
+
+_MASK64 = 2**64 - 1
+# stream labels mixed into the training seeds (any distinct constants; inference uses the bare seed)
+UTTERANCE_STREAM, BATCH_STREAM = 0x6D7364_7574740A, 0x6D7364_6261740A
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def stream_seed(*parts: int) -> int:
+    """A 64-bit seed for :func:`keyed_uniform` from integers (e.g. stream label, seed, epoch)."""
+    h = 0
+    for part in parts:
+        h = _splitmix64(h ^ (int(part) & _MASK64))
+    return h
 
 
 def branches_from_uniform(p: Tensor, delta_fbank: float, delta_unit: float) -> Tensor:
@@ -180,12 +211,40 @@ class BranchSampler:
         stage: Optional[MsdStage] = None,
         generator: Optional[torch.Generator] = None,
     ) -> Tensor:
-        """(n,) long branches on ``device`` with the current stage (or ``stage``)."""
+        """(n,) long branches on ``device`` with the current stage (or ``stage``), from
+        ``generator`` (torch's global one by default); the model trains with
+        :meth:`sample_training`, whose draws do not repeat across data-parallel ranks."""
         stage = self.stage if stage is None else stage
         draws = 1 if self.granularity == "batch" else n
         branch = sample_branches(draws, stage.delta_fbank, stage.delta_unit, generator=generator)
         if self.granularity == "batch":
             branch = branch.expand(n).clone()  # (1,) -> (n,)
+        return branch.to(device) if device is not None else branch
+
+    def sample_training(
+        self,
+        n: int,
+        keys: Optional[Tensor],
+        seed: int,
+        update: int,
+        device: Optional[torch.device] = None,
+    ) -> Tensor:
+        """(n,) long training branches with the current stage (see the module docstring):
+        per utterance from ``(seed, epoch, keys)`` (``keys`` (n,) from :func:`utterance_key`),
+        per batch one branch from ``(seed, update)`` for all ``n``."""
+        stage = self.stage
+        if self.granularity == "batch":
+            p = keyed_uniform(torch.tensor([update]), stream_seed(BATCH_STREAM, seed))  # (1,)
+            branch = branches_from_uniform(p, stage.delta_fbank, stage.delta_unit).expand(n).clone()
+        else:
+            if keys is None or keys.numel() != n:
+                raise ValueError(
+                    "multi-stage dropout draws each training utterance's branch from (--seed, epoch, utterance id): "
+                    f"net_input needs utt_keys ({n},), which the multiview dataset's collater adds; got "
+                    f"{None if keys is None else tuple(keys.shape)}"
+                )
+            p = keyed_uniform(keys, stream_seed(UTTERANCE_STREAM, seed, self.epoch))  # (n,)
+            branch = branches_from_uniform(p, stage.delta_fbank, stage.delta_unit)
         return branch.to(device) if device is not None else branch
 
     def sample_keyed(self, keys: Tensor, seed: int, device: Optional[torch.device] = None) -> Tensor:

@@ -168,6 +168,32 @@ def factorized_inner_products(
     return linear_grad_inner_products(delta, x_fbank, delta, x_unit, mask, per_utterance, method)
 
 
+def factorized_gradients(
+    delta: Tensor, x_fbank: Tensor, x_unit: Tensor, mask: Optional[Tensor] = None
+) -> Tuple[Tensor, Tensor]:
+    """The factorized gradients of Eq. 6-7 pooled over a batch, as matrices:
+    ``a = sum_t delta_t ⊗ x_fbank,t``, ``b = sum_t delta_t ⊗ x_unit,t`` over the unmasked frames
+    of every utterance. Unlike their inner products, these sum over data-parallel ranks.
+
+    Args:
+        delta: ``(B, T, D_out)``; x_fbank, x_unit: ``(B, T, D_in)``; mask: ``(B, T)`` bool.
+    Returns:
+        ``(a, b)``, each ``(D_out, D_in)``, float32 (float64 inputs stay float64).
+    """
+    with torch.autocast(device_type=delta.device.type, enabled=False):
+        dtype = torch.promote_types(delta.dtype, torch.float32)
+        tensors = [t.to(dtype) for t in (delta, x_fbank, x_unit)]
+        if mask is not None:  # masked_fill, not multiply: padding may hold inf/nan
+            tensors = [t.masked_fill(~mask.unsqueeze(-1), 0.0) for t in tensors]
+        delta, x_fbank, x_unit = (t.reshape(-1, t.size(-1)) for t in tensors)  # (B*T, D)
+        return delta.t() @ x_fbank, delta.t() @ x_unit
+
+
+def inner_products(a: Tensor, b: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """``<a, b>``, ``|a|^2``, ``|b|^2`` of two same-shape tensors (0-d, in their dtype)."""
+    return (a * b).sum(), (a * a).sum(), (b * b).sum()
+
+
 def masked_squared_error(g: Tensor, target: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """Eq. 12's MSE(g_fbank, target) over the frames of ``mask``, as its parts.
 

@@ -40,6 +40,17 @@ logging output (fairseq reads it only after the backward).
 L_gate's gradient reaches the gate parameters and, through ``g_fbank``'s inputs, the two
 views' front ends: Eq. 12 adds L_gate to the training loss, and nothing in the paper stops
 its gradient at the gate (pinned by ``tests/test_criterion.py``).
+
+Data parallelism (``modules/data_parallel.py``): a pooled (``batch``) target pools over the
+global batch, the k-th micro-batch of every rank. ``<a, b>`` has cross terms between ranks,
+so the ranks sum the gradients themselves (``exact``: the flattened reference-parameter
+gradients, on the due updates; ``factorized``: the ``D x D`` matrices of Eq. 6-7, inside the
+backward) and all compute the same target; a rank without fusion utterances adds zeros, and
+fairseq's stand-in batch for a rank out of data (``ignore_grad``, loss times 0) adds nothing.
+The shared target is counted once in the logged statistics (on rank 0; fairseq sums logging
+outputs over ranks). Per-utterance targets are local. Each rank's gate loss keeps its own
+normalisation ``w N_r MSE_r`` (as each micro-batch of ``--update-freq`` does), so the summed
+loss weights ranks by their sample sizes.
 """
 import re
 from typing import Callable, Dict, List, Optional, Tuple
@@ -50,9 +61,12 @@ from fairseq.models import BaseFairseqModel
 from torch import Tensor
 
 from .branch_sampler import FUSION
+from .data_parallel import GlobalBatch
 from .gate_target import (
+    factorized_gradients,
     factorized_inner_products,
     gate_target_from_inner_products,
+    inner_products,
     linear_grad_inner_products,
     masked_squared_error,
 )
@@ -164,6 +178,8 @@ class GateTargetStrategy:
         self.per_utterance = granularity == "utterance"
         self.interval = interval
         self.max_target = max_target
+        self.global_batch = GlobalBatch()  # pooled targets: sums over data-parallel ranks
+        self.ignore_grad = False  # fairseq's stand-in batch (loss times 0) is in progress
 
     def forward_kwargs(self) -> dict:
         return {}
@@ -211,19 +227,33 @@ class ExactGateTarget(GateTargetStrategy):
         out = inner(**sub["net_input"], force_branch=branch)
         return loss_fn(inner, out, sub), out[1]["encoder_out"]["gsgn_padding_mask"][0]
 
-    def batch_target(self, model, sub, loss_fn) -> Tuple[Tensor, Tensor, Tensor]:
-        """Pooled over the utterances of ``sub``: scalar (target, cos, counted)."""
+    def batch_gradients(self, model, sub, loss_fn) -> Tuple[Tensor, Tensor]:
+        """``a`` and ``b`` of the utterances of ``sub`` (zeros for ``sub=None``), flattened over
+        the reference parameters: (P,) each, float32 (float64 parameters stay float64)."""
         inner = unwrap(model)
         params = [p for _, p in self.reference_parameters(inner)]
-        grads = [torch.autograd.grad(self._probe(inner, sub, b, loss_fn)[0], params, allow_unused=True)
-                 for b in ("fbank", "unit")]
-        ab = aa = bb = torch.zeros((), dtype=torch.float64, device=params[0].device)
-        for ga, gb in zip(*grads):
-            ga = ga.flatten().double() if ga is not None else None
-            gb = gb.flatten().double() if gb is not None else None
-            aa = aa + (ga @ ga if ga is not None else 0)
-            bb = bb + (gb @ gb if gb is not None else 0)
-            ab = ab + (ga @ gb if ga is not None and gb is not None else 0)
+
+        def flat(grads):
+            return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
+                              .to(torch.promote_types(p.dtype, torch.float32)) for g, p in zip(grads, params)])
+
+        if sub is None:
+            zeros = flat([None] * len(params))
+            return zeros, zeros.clone()
+        a, b = (flat(torch.autograd.grad(self._probe(inner, sub, branch, loss_fn)[0], params, allow_unused=True))
+                for branch in ("fbank", "unit"))
+        return a, b
+
+    def batch_target(self, model, sub, loss_fn) -> Optional[Tuple[Tensor, Tensor, Tensor]]:
+        """Pooled over the utterances of ``sub`` and, with data parallelism, of the other ranks
+        (``sub=None``: this rank has none; it takes part in the sums): scalar (target, cos,
+        counted), or None when no rank had a fusion utterance."""
+        a, b = self.batch_gradients(model, sub, loss_fn)
+        n = sub["net_input"]["src_tokens"].size(0) if sub is not None else 0
+        a, b, n = self.global_batch.sum(a, b, torch.tensor(float(n), dtype=a.dtype, device=a.device))
+        if n.item() == 0:
+            return None
+        ab, aa, bb = inner_products(a.double(), b.double())
         return _finite_target(ab, aa, bb, self.max_target)
 
     def utterance_targets(self, model, sub, loss_fn) -> Tuple[Tensor, Tensor, Tensor]:
@@ -276,11 +306,17 @@ class ExactGateTarget(GateTargetStrategy):
     def gate_loss(self, model, sample, views, loss_fn, scale, stats, update, loss_log) -> Tensor:
         due = self._cached_at is None or update == self._cached_at or update - self._cached_at >= self.interval
         fusion_index = views.fusion.nonzero(as_tuple=False).squeeze(1)
+        if self.ignore_grad:  # fairseq's stand-in batch repeats a real one: no probes, nothing pooled
+            fusion_index = fusion_index[:0]
         zero = views.g_fbank.new_zeros(()).float()
-        if due and fusion_index.numel() > 0:
+        pooled = not self.per_utterance
+        if pooled:
+            self.global_batch.setup()
+        # with other ranks a pooled target is summed by all of them, fusion utterances or not
+        if due and (fusion_index.numel() > 0 or (pooled and self.global_batch.active)):
             inner = unwrap(model)
             B = sample["net_input"]["src_tokens"].size(0)
-            sub = _select_sample(sample, fusion_index, B)
+            sub = _select_sample(sample, fusion_index, B) if fusion_index.numel() > 0 else None
             was_training = inner.training
             inner.eval()
             try:
@@ -290,18 +326,25 @@ class ExactGateTarget(GateTargetStrategy):
                         ones = torch.ones(B, dtype=t.dtype, device=t.device)
                         self._cached = (ones.index_copy(0, fusion_index, t), torch.zeros_like(ones).index_copy(0, fusion_index, c),
                                         torch.zeros(B, dtype=torch.bool, device=t.device).index_copy(0, fusion_index, n))
+                        self._cached_at = update
                     else:
-                        self._cached = self.batch_target(inner, sub, loss_fn)
+                        computed = self.batch_target(inner, sub, loss_fn)
+                        if computed is not None:  # else no rank had a fusion utterance: still due
+                            self._cached, self._cached_at = computed, update
             finally:
                 inner.train(was_training)
-            self._cached_at = update
         elif self.per_utterance:
             return zero  # an utterance target belongs to its batch: no gate loss off the due updates
-        if self._cached is None:  # no fusion utterance seen yet
+        if self._cached is None:  # no fusion utterance seen yet (the same on every rank)
             return zero
         target, cos, counted = self._cached
         _, sq_err, elems = masked_squared_error(views.g_fbank, target.detach(), views.mask)
-        counted = counted & (elems > 0) if not self.per_utterance else counted & views.fusion
+        if self.per_utterance:
+            counted = counted & views.fusion
+        else:  # counted once if it applies anywhere in the global batch
+            applied = elems.float() * (not self.ignore_grad)
+            (applied,) = self.global_batch.sum(applied)
+            counted = counted & (applied > 0) & self.global_batch.is_first
         add_target_stats(stats, target, cos, counted, sq_err, elems)
         return scale * sq_err / elems.clamp_min(1).to(sq_err.dtype)
 
@@ -328,11 +371,13 @@ class _FactorizedState:
         self.delta: Optional[Tensor] = None  # dL/dh_1, recorded by the tensor hook
         self.coef: Optional[Tensor] = None  # incoming gradient of the probe term
 
-    def arm(self, views: GateViews, scale, per_utterance: bool, max_target, stats, loss_log: Tensor):
+    def arm(self, views: GateViews, scale, per_utterance: bool, max_target, stats, loss_log: Tensor,
+            global_batch: Optional[GlobalBatch] = None):
         self.x_fbank, self.x_unit = views.x_fbank.detach(), views.x_unit.detach()
         self.mask, self.fusion = views.mask, views.fusion
         self.scale, self.per_utterance, self.max_target = scale, per_utterance, max_target
         self.stats, self.loss_log = stats, loss_log
+        self.global_batch = global_batch if global_batch is not None else GlobalBatch()
         self.armed = True
 
     def capture_delta(self, grad: Tensor) -> None:
@@ -351,10 +396,17 @@ class _FactorizedState:
                                "the model must return the reference-layer output that the later layers consume "
                                "(docs/INTERFACES.md)")
         with torch.autocast(device_type=g.device.type, enabled=False):
-            ab, aa, bb = factorized_inner_products(self.delta, self.x_fbank, self.x_unit, self.mask,
-                                                   per_utterance=self.per_utterance)
-            target, cos, finite = _finite_target(ab, aa, bb, self.max_target)
-            counted = finite & (self.mask.any(dim=1) if self.per_utterance else self.mask.any())
+            if self.per_utterance:
+                ab, aa, bb = factorized_inner_products(self.delta, self.x_fbank, self.x_unit, self.mask,
+                                                       per_utterance=True)
+                target, cos, finite = _finite_target(ab, aa, bb, self.max_target)
+                counted = finite & self.mask.any(dim=1)
+            else:  # D x D sums over the global batch (a stand-in batch, loss times 0, has delta = 0)
+                a, b = factorized_gradients(self.delta, self.x_fbank, self.x_unit, self.mask)
+                frames = self.mask.sum().to(a.dtype) * (self.coef != 0).to(a.dtype)
+                a, b, frames = self.global_batch.sum(a, b, frames)
+                target, cos, finite = _finite_target(*inner_products(a, b), self.max_target)
+                counted = finite & (frames > 0) & self.global_batch.is_first
             diff, sq_err, elems = masked_squared_error(g, target, self.mask)
             scale = self.scale / elems.clamp_min(1).to(diff.dtype)
             add_target_stats(self.stats, target, cos, counted, sq_err, elems)
@@ -423,6 +475,8 @@ class FactorizedGateTarget(GateTargetStrategy):
         return {"gate_injector": self.injector}
 
     def gate_loss(self, model, sample, views, loss_fn, scale, stats, update, loss_log) -> Tensor:
+        if not self.per_utterance:
+            self.global_batch.setup()  # in the forward: its collective must not start inside a backward
         injector, self.injector = self.injector, None
         g_out = injector.output if injector is not None else None
         if g_out is None:
@@ -436,7 +490,7 @@ class FactorizedGateTarget(GateTargetStrategy):
             raise KeyError(f"--gate-target factorized needs encoder outputs {missing}")
         if not views.ref_out.requires_grad:
             raise RuntimeError("gsgn_ref_out is not part of the autograd graph")
-        injector.state.arm(views, scale, self.per_utterance, self.max_target, stats, loss_log)
+        injector.state.arm(views, scale, self.per_utterance, self.max_target, stats, loss_log, self.global_batch)
         views.ref_out.register_hook(injector.state.capture_delta)
         return _LossProbe.apply(g_out, injector.state)
 

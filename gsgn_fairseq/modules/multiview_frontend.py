@@ -9,6 +9,11 @@
     branch:   per utterance one of x_fbank, x_unit, x_fusion          (Eq. 13 in training with
               --multi-stage-dropout; --inference-branch at evaluation; force_branch overrides)
 
+Training draws come from ``(--seed, epoch, utterance key)`` per utterance, or ``(--seed,
+update)`` per batch (``branch_sampler.BranchSampler.sample_training``): different on every
+data-parallel rank, the same for one global batch. fairseq passes the update number in
+``set_num_updates`` (its task's ``train_step`` calls ``model.set_num_updates``).
+
 Fusion modes live in a registry: a new one is a :class:`Fusion` subclass decorated with
 ``@register_fusion("name")`` (the encoder does not change). A fusion declares which views it
 reads (``uses_fbank``, ``unit_view``: ``"units"``, ``"noise"`` or None), the branch its own
@@ -211,12 +216,18 @@ class MultiviewFrontend(nn.Module):
             raise ValueError(f"--inference-branch {self.inference_branch} needs both views; --fusion {args.fusion} has "
                              f"only {[BRANCH_NAMES[b] for b in self.available_branches]}")
         self.inference_seed = args.inference_seed
+        self.train_seed = int(getattr(args, "seed", 1))  # fairseq's --seed (model args hold every flag)
+        self.num_updates = 0
         self._noise_generators: Dict[str, torch.Generator] = {}  # eval-mode noise, restarted on train()/eval()
 
     @property
     def fbank_subsampling_layers(self) -> int:
         """n: FBank frames are subsampled 2^n x and units 2^(n-1) x (the task's view-alignment rule)."""
         return self.n_fbank_conv
+
+    def set_num_updates(self, num_updates: int) -> None:
+        """The optimizer update in progress (keys ``--msd-granularity batch`` draws)."""
+        self.num_updates = int(num_updates)
 
     def train(self, mode: bool = True):
         self._noise_generators = {}
@@ -235,7 +246,7 @@ class MultiviewFrontend(nn.Module):
             return torch.full((bsz,), self.fusion.natural_branch, dtype=torch.long, device=device)
         if self.training:
             if self.msd_enabled:
-                return self.branch_sampler.sample(bsz, device)
+                return self.branch_sampler.sample_training(bsz, utt_keys, self.train_seed, self.num_updates, device)
             return torch.full((bsz,), FUSION, dtype=torch.long, device=device)
         if self.inference_branch == "sample":
             if utt_keys is None:

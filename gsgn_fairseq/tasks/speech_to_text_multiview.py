@@ -278,10 +278,13 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
         return self._building_from_checkpoint
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        """fairseq's train step; first tells the criterion the update number when it wants it
-        (the gate criterion's ``--gate-target-interval``, docs/INTERFACES.md)."""
+        """fairseq's train step; first tells the criterion the update number and ``ignore_grad``
+        when it wants them (the gate criterion's ``--gate-target-interval`` and pooled targets,
+        docs/INTERFACES.md)."""
         if hasattr(criterion, "set_num_updates"):
             criterion.set_num_updates(update_num)
+        if hasattr(criterion, "set_ignore_grad"):  # fairseq's stand-in batch on a rank out of data
+            criterion.set_ignore_grad(ignore_grad)
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
     # ------------------------------------------------------------------ validation BLEU

@@ -23,10 +23,12 @@
 #
 # Precision: --precision auto trains in bf16 on a GPU that supports it (fp16 on older ones, fp32
 # on CPU); the plugin keeps fairseq 0.12's --bf16 on the GPU (gsgn_fairseq/bf16_cuda.py).
-# Multi-GPU: fairseq uses every visible GPU by default; pass fairseq's own flags through
-# --train-extra, e.g. --train-extra "--distributed-world-size 4 --update-freq 2", or run
-# under torchrun with --train-extra "--distributed-port 12345". Effective batch =
-# max_tokens x GPUs x update_freq: keep it equal to compare with single-GPU numbers.
+# Data parallel: --nproc N trains with N processes on this node (torchrun --standalone: one
+# per GPU, nccl; on a machine without GPUs N CPU processes, gloo); --train-launcher "CMD" puts
+# any launcher in front of fairseq-train instead, e.g. for node 0 of 2:
+#   --train-launcher "torchrun --nnodes 2 --node_rank 0 --master_addr HOST --master_port 29500 --nproc_per_node 8 --no-python"
+# (the same command on CPUs and GPUs: gsgn_fairseq/distributed_launch.py).
+# Effective batch = max_tokens x processes x update_freq: keep it equal to compare runs.
 set -euo pipefail
 
 log() { echo "[$(date '+%Y-%m-%d %H:%M:%S')] (${BASH_SOURCE[0]##*/}:${BASH_LINENO[0]}) $*"; }
@@ -80,6 +82,8 @@ keep_last_epochs=1       # -1 keeps every epoch checkpoint
 precision=auto           # auto (bf16 on a GPU that has it, else fp16 on a GPU, fp32 on CPU) | bf16 | fp16 | fp32
 noise_range=""           # MIN,MAX of the noise variants; empty: measured on the gsgn run's unit view over train
 train_extra=""
+nproc=1                  # > 1: data-parallel training with that many processes on this node (torchrun)
+train_launcher=""        # a command put in front of fairseq-train (multi-node torchrun); overrides --nproc
 test_splits=""
 
 while [ $# -gt 0 ]; do
@@ -179,6 +183,11 @@ esac
 precision_flags=()
 [ "$precision" = fp32 ] || precision_flags=("--$precision")
 
+if [ -z "$train_launcher" ] && [ "$nproc" -gt 1 ]; then
+  train_launcher="$BIN/torchrun --standalone --nproc_per_node $nproc --no-python"
+fi
+read -r -a launcher <<< "$train_launcher"
+
 # Table II's noise spans the S-feature's range over the training set (paper Sec. IV-A):
 # measured on the gsgn run's unit view once it is trained, unless --noise-range is given.
 measure_noise_range() {
@@ -198,14 +207,14 @@ for v in "${variant_list[@]}"; do
   flags=$(variant_flags "$v")
   run=$exp/$v
   if [ $stage -le 2 ] && [ $stop_stage -ge 2 ] && ! is_done "train.$v"; then
-    log "stage 2: train $v ($arch, $precision)"
+    log "stage 2: train $v ($arch, $precision${train_launcher:+, $train_launcher})"
     mkdir -p "$run"
     bleu_flags=()
     ctc_flags=()
     [ "$ctc_weight" != 0 ] && ctc_flags=(--use-ctc --ctc-weight "$ctc_weight")
     [ "$eval_bleu" = 1 ] && bleu_flags=(--eval-bleu --eval-bleu-args '{"beam": 1}')
     # shellcheck disable=SC2086
-    "$BIN/fairseq-train" "$data" --user-dir "$ROOT_DIR/gsgn_fairseq" \
+    "${launcher[@]}" "$BIN/fairseq-train" "$data" --user-dir "$ROOT_DIR/gsgn_fairseq" \
       --task speech_to_text_multiview --config-yaml config_st.yaml --num-units "$n_clusters" \
       --train-subset train_st --valid-subset dev_st \
       --arch "$arch" $flags --label-smoothing 0.1 --report-accuracy \
