@@ -255,7 +255,7 @@ def test_hub_is_never_contacted(checkpoints, monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     assert build_features("ssl", path, layer=1).model_type == "hubert"
-    with pytest.raises(FileNotFoundError, match="facebook/hubert-base-ls960"):
+    with pytest.raises(FileNotFoundError, match="SSL checkpoint not found: facebook/hubert-base-ls960"):
         build_features("ssl", Path("facebook/hubert-base-ls960"))
 
 

@@ -393,7 +393,11 @@ def load_hf_ssl(directory: Path):
                                 f"and one of {', '.join(HF_WEIGHTS)} (as save_pretrained writes)")
     if not any((directory / name).is_file() for name in HF_WEIGHTS):
         raise FileNotFoundError(f"{directory}: no weights; expected one of {', '.join(HF_WEIGHTS)}")
-    import transformers
+    try:
+        import transformers
+    except ImportError as err:
+        raise ImportError(f"{directory} is a Hugging Face model directory, which needs transformers "
+                          f"({err}); pip install -r requirements.txt") from None
 
     try:
         config = transformers.AutoConfig.from_pretrained(directory, local_files_only=True)
