@@ -12,8 +12,9 @@ Audio: random waveforms of lengths drawn uniformly from ``--min-len``..``--max-l
 until ``--seconds`` of audio. Each model runs layer ``--layer`` over all of it twice, after one
 warm-up call: through ``iter_features`` (utterances sorted by length, batches of at most
 ``--batch-seconds`` of padded audio), and one utterance per call. It prints x real time (audio
-seconds / wall seconds) of both, their ratio, the largest difference between the two sets of
-features, and the load average before and after (other jobs on the machine skew the figures).
+seconds / wall seconds) of both, their ratio (``speedup``), the largest difference between the
+two sets of features, the padded audio the batches compute over the real audio, and the load
+average before and after (other jobs on the machine skew the figures).
 
     python scripts/bench_units.py --work /tmp/bench_units --device cpu
 """
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_random_hubert import make_random_hubert  # noqa: E402
 
 from gsgn_fairseq.data.mustc import SAMPLE_RATE  # noqa: E402
-from gsgn_fairseq.data.unit_features import iter_features  # noqa: E402
+from gsgn_fairseq.data.unit_features import iter_features, plan_batches  # noqa: E402
 from gsgn_fairseq.prep.ssl_features import build_features  # noqa: E402
 
 
@@ -97,9 +98,15 @@ def main():
         make_random_hubert(hubert, preset="base", n_labels=500)
     models = {"hubert_base": hubert, "wavlm_base": random_wavlm_base(args.work / "wavlm_base_random")}
     wavs = mixed_audio(args.seconds, args.min_len, args.max_len)
+    lengths = [len(w) for w in wavs]
+    # the batches iter_features forms (one pool: all the audio fits pool_batches batches)
+    batches = plan_batches(lengths, int(args.batch_seconds * SAMPLE_RATE))
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
     res = {"device": device, "torch_threads": torch.get_num_threads(), "utterances": len(wavs),
-           "audio_seconds": round(sum(len(w) for w in wavs) / SAMPLE_RATE, 1), "layer": args.layer,
-           "batch_seconds": args.batch_seconds, "load_before": [round(x, 2) for x in os.getloadavg()]}
+           "audio_seconds": round(sum(lengths) / SAMPLE_RATE, 1), "layer": args.layer,
+           "batch_seconds": args.batch_seconds, "batches": len(batches),
+           "padded_audio_ratio": round(padded / sum(lengths), 2),
+           "load_before": [round(x, 2) for x in os.getloadavg()]}
     for name, ckpt in models.items():
         features = build_features("ssl", ckpt, layer=args.layer, device=device, dtype=args.dtype)
         res[name] = bench(features, wavs, args.batch_seconds)

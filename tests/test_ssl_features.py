@@ -46,6 +46,7 @@ KINDS = {
     "fairseq-hubert-layer": ("fairseq", "hubert", dict(extractor_mode="layer_norm", layer_norm_first=True), False),
     "fairseq-wav2vec2-group": ("fairseq", "wav2vec2", dict(extractor_mode="default"), False),
     "fairseq-wav2vec2-layer": ("fairseq", "wav2vec2", dict(extractor_mode="layer_norm", layer_norm_first=True), True),
+    "fairseq-wav2vec2-posconv3": ("fairseq", "wav2vec2", dict(extractor_mode="layer_norm", pos_conv_depth=3), False),
     "hf-hubert-group": ("hf", "hubert", dict(feat_extract_norm="group"), None),
     "hf-hubert-layer": ("hf", "hubert", dict(feat_extract_norm="layer", do_stable_layer_norm=True), None),
     "hf-wavlm-group": ("hf", "wavlm", dict(feat_extract_norm="group"), True),
@@ -203,9 +204,11 @@ def test_unmasked_group_norm_would_change_batched_features(checkpoints, kind, mo
     torch.testing.assert_close(batched[2], alone[2], atol=1e-5, rtol=1e-4)  # the longest: no padding
 
 
-def test_stacked_positional_convs_need_masking(checkpoints, monkeypatch):
-    """data2vec's positional conv stages would carry padded frames into the last valid ones."""
-    features = build_features("ssl", checkpoints("hf-data2vec-audio"), layer=LAYERS)
+@pytest.mark.parametrize("kind", ["hf-data2vec-audio", "fairseq-wav2vec2-posconv3"])
+def test_stacked_positional_convs_need_masking(checkpoints, kind, monkeypatch):
+    """Stacked positional conv stages would carry padded frames into the last valid ones."""
+    features = build_features("ssl", checkpoints(kind), layer=LAYERS)
+    assert len(features.trunk.pos_conv_stages) == 3
     wavs = waveforms()
     alone = features([wavs[0]])[0]
     monkeypatch.setattr(features.trunk, "pos_conv_stages", [])

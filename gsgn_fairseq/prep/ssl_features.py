@@ -31,6 +31,7 @@ frames zeroed between stages, as the encoder does before the first one.
 import contextlib
 import hashlib
 import logging
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -294,8 +295,6 @@ def checkpoint_sha1(path: Path) -> str:
 
 
 def _unsupported_global(err: Exception) -> Optional[str]:
-    import re
-
     match = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
     return match.group(1) if match else None
 
