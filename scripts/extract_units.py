@@ -409,18 +409,22 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-root", type=Path, required=True, help="MuST-C root holding en-XX/")
     p.add_argument("--tgt-lang", required=True, help="target language XX of the en-XX pair")
-    p.add_argument("--feature", choices=FEATURES, help="frame features the k-means model was learnt on")
+    p.add_argument("--feature", choices=sorted(FEATURES),
+                   help="frame features the k-means model was learnt on (hubert = ssl)")
     p.add_argument("--km-model", type=Path, help="joblib k-means model (scripts/learn_kmeans.py, or the released km500)")
-    p.add_argument("--checkpoint", type=Path, help="fairseq HuBERT checkpoint (--feature hubert)")
-    p.add_argument("--layer", type=int, default=9, help="HuBERT transformer layer, 1-based")
+    p.add_argument("--checkpoint", type=Path,
+                   help="--feature ssl/hubert: a fairseq .pt of HuBERT or wav2vec 2.0, or a Hugging Face "
+                   "model directory (HubertModel, WavLMModel, Wav2Vec2Model, Data2VecAudioModel)")
+    p.add_argument("--layer", type=int, default=9,
+                   help="transformer layer of the SSL model, 1-based (transformers' hidden_states[L])")
     p.add_argument("--splits", nargs="+", help="default: every split with a {split}_st.tsv")
     p.add_argument("--nshard", type=int, default=1, help="number of shards (rows of each split, contiguous)")
     p.add_argument("--rank", type=int, default=0, help="the shard this process computes, 0..nshard-1")
     p.add_argument("--merge", action="store_true", help="only merge the --nshard shards into units.zip")
-    p.add_argument("--batch-seconds", type=float, default=100.0, help="padded audio per HuBERT batch")
+    p.add_argument("--batch-seconds", type=float, default=100.0, help="padded audio per SSL model batch")
     p.add_argument("--max-chunk", type=int, default=MAX_CHUNK, help="longer audio is encoded in chunks (samples)")
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available)")
-    p.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), help="HuBERT precision on CUDA (default fp16)")
+    p.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), help="SSL model precision on CUDA (default fp16)")
     p.add_argument(
         "--from-km", type=Path, metavar="DIR",
         help="import fairseq simple_kmeans labels instead of computing units: DIR/{split}.km, or "

@@ -107,19 +107,23 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-root", type=Path, required=True, help="MuST-C root holding en-XX/")
     p.add_argument("--tgt-lang", required=True, help="target language XX of the en-XX pair")
-    p.add_argument("--feature", choices=FEATURES, required=True)
+    p.add_argument("--feature", choices=sorted(FEATURES), required=True,
+                   help="frame features (gsgn_fairseq.prep.ssl_features; hubert = ssl)")
     p.add_argument("--n-clusters", type=int, required=True, help="K (the paper: 500)")
     p.add_argument("--out", type=Path, required=True, help="where to write the joblib k-means model")
     p.add_argument("--percent", type=float, default=-1.0,
                    help="fraction (0, 1] of the split's utterances to sample, as fairseq; -1 for all")
-    p.add_argument("--checkpoint", type=Path, help="fairseq HuBERT checkpoint (--feature hubert)")
-    p.add_argument("--layer", type=int, default=9, help="HuBERT transformer layer, 1-based")
+    p.add_argument("--checkpoint", type=Path,
+                   help="--feature ssl/hubert: a fairseq .pt of HuBERT or wav2vec 2.0, or a Hugging Face "
+                   "model directory (HubertModel, WavLMModel, Wav2Vec2Model, Data2VecAudioModel)")
+    p.add_argument("--layer", type=int, default=9,
+                   help="transformer layer of the SSL model, 1-based (transformers' hidden_states[L])")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-init", type=int, default=20, help="k-means++ initializations (fairseq: 20)")
     p.add_argument("--split", default="train")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu", help="cpu or cuda[:N]")
-    p.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), help="HuBERT precision on CUDA (default fp16)")
-    p.add_argument("--batch-seconds", type=float, default=100.0, help="padded audio per HuBERT batch")
+    p.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), help="SSL model precision on CUDA (default fp16)")
+    p.add_argument("--batch-seconds", type=float, default=100.0, help="padded audio per SSL model batch")
     p.add_argument("--max-chunk", type=int, default=MAX_CHUNK, help="longer audio is encoded in chunks (samples)")
     return p
 

@@ -46,8 +46,12 @@ def save_fairseq_checkpoint(path: Path, cfg, model, task, criterion_name: str = 
 
 
 def make_random_hubert(out: Path, preset: str = "tiny", n_labels: int = 100, seed: int = 0,
-                       normalize: bool = False) -> Path:
-    """Build fairseq's HubertModel with random weights and save it to ``out``."""
+                       normalize: bool = False, **model_overrides) -> Path:
+    """Build fairseq's HubertModel with random weights and save it to ``out``.
+
+    ``model_overrides`` are HubertConfig fields set on top of the preset (e.g.
+    ``extractor_mode="layer_norm", layer_norm_first=True`` for HuBERT-large's layout).
+    """
     import tempfile
 
     from fairseq import tasks
@@ -69,7 +73,8 @@ def make_random_hubert(out: Path, preset: str = "tiny", n_labels: int = 100, see
         cfg = OmegaConf.structured(FairseqConfig)
         cfg.task = OmegaConf.structured(HubertPretrainingConfig(
             _name="hubert_pretraining", data=label_dir, labels=["km"], label_rate=50.0, normalize=normalize))
-        cfg.model = OmegaConf.structured(HubertConfig(_name="hubert", label_rate=50, **PRESETS[preset]))
+        model_cfg = {**PRESETS[preset], **model_overrides}
+        cfg.model = OmegaConf.structured(HubertConfig(_name="hubert", label_rate=50, **model_cfg))
         task = tasks.setup_task(cfg.task)
         model = task.build_model(cfg.model)
         # the label dictionaries travel in task_state, as in a released checkpoint
