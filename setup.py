@@ -25,11 +25,15 @@ setup(
         "tqdm",
         "matplotlib",
         "PyYAML",
+        "transformers",  # Hugging Face SSL model directories (gsgn-extract-units --feature ssl)
     ],
     extras_require={"test": ["pytest"]},
     entry_points={
         "console_scripts": [
             "gsgn-prep-mustc = gsgn_fairseq.prep.prep_mustc:main",
+            "gsgn-learn-kmeans = gsgn_fairseq.prep.learn_kmeans:main",
+            "gsgn-extract-units = gsgn_fairseq.prep.extract_units:main",
+            "gsgn-pretrain-hubert = gsgn_fairseq.prep.pretrain_hubert:main",
             "gsgn-average-checkpoints = gsgn_fairseq.cli.average_checkpoints:main",
             "gsgn-score = gsgn_fairseq.cli.score:main",
             "gsgn-translate = gsgn_fairseq.cli.translate:main",

@@ -7,8 +7,8 @@ it is known, so a run cut short still reports what finished):
 1. ``unpack``  the Opus-packed toy corpus (``scripts/pack_corpus.py``) back to WAV;
 2. ``prep``    ``gsgn-prep-mustc`` (fbank, SentencePiece, TSVs): x real time;
 3. ``hubert``  a randomly initialised HuBERT-base-sized checkpoint in fairseq's format
-               (``make_random_hubert.py --preset base``), ``learn_kmeans.py`` (500 clusters
-               on layer 9) and ``extract_units.py`` over every split on the GPU: x real time,
+               (``make_random_hubert.py --preset base``), ``gsgn-learn-kmeans`` (500 clusters
+               on layer 9) and ``gsgn-extract-units`` over every split on the GPU: x real time,
                audio reading, k-means assignment and unit writing included;
 4. ``train``   paper-size ``s2t_gsgn`` (bf16) trained by ``fairseq-train`` on those units,
                data loading included, for FBank-only, GSGN+Drop (exact gate target every 10
@@ -150,10 +150,10 @@ def main(argv=None):
         km = a.work / "km_hubert_L9_500.bin"
         preset, layer, k = ("tiny", 2, 20) if a.smoke else ("base", 9, 500)
         t_make = b.run([PY, "scripts/make_random_hubert.py", "--preset", preset, "--out", ckpt], "make_hubert")
-        t_km = b.run([PY, "scripts/learn_kmeans.py", "--data-root", root, "--tgt-lang", "de", "--feature",
+        t_km = b.run([str(Path(PY).parent / "gsgn-learn-kmeans"), "--data-root", root, "--tgt-lang", "de", "--feature",
                       "hubert", "--checkpoint", ckpt, "--layer", layer, "--n-clusters", k, "--percent", 0.1,
                       "--n-init", 5, "--device", dev, "--out", km], "learn_kmeans")
-        t_ext = b.run([PY, "scripts/extract_units.py", "--data-root", root, "--tgt-lang", "de", "--feature",
+        t_ext = b.run([str(Path(PY).parent / "gsgn-extract-units"), "--data-root", root, "--tgt-lang", "de", "--feature",
                        "hubert", "--checkpoint", ckpt, "--layer", layer, "--km-model", km, "--device", dev],
                       "extract_units hubert")
         h = audio_hours(data)
@@ -165,7 +165,7 @@ def main(argv=None):
     def mfcc_units():
         meta = data / "units.json"
         if not (meta.exists() and json.loads(meta.read_text()).get("feature") == "mfcc"):
-            b.run([PY, "scripts/extract_units.py", "--data-root", root, "--tgt-lang", "de", "--feature", "mfcc",
+            b.run([str(Path(PY).parent / "gsgn-extract-units"), "--data-root", root, "--tgt-lang", "de", "--feature", "mfcc",
                    "--km-model", a.km_mfcc], "extract_units mfcc")
 
     def train():

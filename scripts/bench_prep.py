@@ -23,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-import extract_units  # noqa: E402
 import make_toy_corpus  # noqa: E402
 from make_random_hubert import make_random_hubert  # noqa: E402
 
 from gsgn_fairseq.data.manifest import read_tsv  # noqa: E402
-from gsgn_fairseq.prep import prep_mustc  # noqa: E402
+from gsgn_fairseq.prep import extract_units, prep_mustc  # noqa: E402
 
 
 def audio_seconds(pair: Path, splits) -> float:

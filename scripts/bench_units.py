@@ -27,12 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_random_hubert import make_random_hubert  # noqa: E402
 
 from gsgn_fairseq.data.mustc import SAMPLE_RATE  # noqa: E402
-from gsgn_fairseq.data.unit_features import iter_features, plan_batches  # noqa: E402
+from gsgn_fairseq.prep.units import iter_features, plan_batches  # noqa: E402
 from gsgn_fairseq.prep.ssl_features import build_features  # noqa: E402
 
 

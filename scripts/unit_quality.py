@@ -5,7 +5,7 @@
         --random-baseline --out-json unit_quality.json --out-md unit_quality.md
 
 Each ``NAME=DIR`` is a prepared pair directory whose ``{split}_st.tsv`` files have a ``units``
-column (``units.zip:offset:length``, as extract_units.py writes them) and a ``src_text``
+column (``units.zip:offset:length``, as gsgn-extract-units writes them) and a ``src_text``
 column. All unit sets must cover the same utterances. An utterance's units (one per 20 ms)
 are collapsed to runs (consecutive repeats merged) and turned into a TF-IDF bag of unit
 n-grams (1-3 by default, n-grams seen in at least 2 training utterances, sublinear tf, l2
@@ -50,7 +50,7 @@ def load_split(pair_dir: Path, split: str) -> Tuple[List[str], List[str], List[n
     tsv = Path(pair_dir) / f"{split}_st.tsv"
     rows = read_tsv(tsv)
     if rows and UNITS_COLUMN not in rows[0]:
-        raise DataError(f"{tsv}: no {UNITS_COLUMN!r} column (run scripts/extract_units.py first)")
+        raise DataError(f"{tsv}: no {UNITS_COLUMN!r} column (run gsgn-extract-units first)")
     ids = [r["id"] for r in rows]
     texts = [r["src_text"] for r in rows]
     units = [read_npy_ref(pair_dir, r[UNITS_COLUMN]).astype(np.int64) for r in rows]

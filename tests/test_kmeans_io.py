@@ -13,9 +13,9 @@ import torch
 from joblib.numpy_pickle import NumpyArrayWrapper
 from sklearn.cluster import KMeans, MiniBatchKMeans
 
-from gsgn_fairseq.data.kmeans_io import load_kmeans
+from gsgn_fairseq.prep.kmeans_io import load_kmeans
 from gsgn_fairseq.data.mustc import DataError
-from gsgn_fairseq.data.unit_features import KMeansAssigner
+from gsgn_fairseq.prep.units import KMeansAssigner
 
 
 def features(n=400, dim=6, seed=0):

@@ -1,5 +1,5 @@
-"""scripts/pretrain_hubert.py: fairseq HuBERT pretraining on the tiny corpus, then its checkpoint
-through learn_kmeans.py / extract_units.py --feature hubert like a released one."""
+"""gsgn-pretrain-hubert: fairseq HuBERT pretraining on the tiny corpus, then its checkpoint
+through gsgn-learn-kmeans / gsgn-extract-units --feature hubert like a released one."""
 import json
 import logging
 import sys
@@ -10,15 +10,12 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-import extract_units  # noqa: E402
-import learn_kmeans  # noqa: E402
-import pretrain_hubert  # noqa: E402
 from tiny_mustc import make_tiny_mustc  # noqa: E402
 
+from gsgn_fairseq.prep import extract_units, learn_kmeans, pretrain_hubert
 from gsgn_fairseq.data.manifest import S2T_COLUMNS, read_tsv, write_tsv  # noqa: E402
 from gsgn_fairseq.data.mustc import cut_segment, load_segments, read_wav  # noqa: E402
-from gsgn_fairseq.data.unit_features import HubertFeatures, num_frames  # noqa: E402
+from gsgn_fairseq.prep.units import HubertFeatures, num_frames  # noqa: E402
 from gsgn_fairseq.data.zip_store import read_npy_ref  # noqa: E402
 
 LANG = "de"
@@ -41,7 +38,7 @@ def run(root: Path, work: Path, max_update: int, *extra: str) -> dict:
 
 
 def write_s2t_tsvs(root: Path) -> None:
-    """Minimal speech_to_text TSVs (what extract_units.py reads: ids, n_frames) for the corpus."""
+    """Minimal speech_to_text TSVs (what gsgn-extract-units reads: ids, n_frames) for the corpus."""
     pair = root / f"en-{LANG}"
     for split in SPLITS:
         rows = []

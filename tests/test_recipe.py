@@ -98,3 +98,10 @@ def check_scoring(data, run, split, suffix=""):
     fairseq_bleu = float(re.search(rf"^Generate {split}_st with beam=\d+: BLEU = ([\d.]+)", gen, flags=re.M).group(1))
     assert abs(fairseq_bleu - scored["bleu"]) <= 0.01, (fairseq_bleu, scored["bleu"])
     assert scored["fairseq_agrees"] is True
+
+
+def test_recipe_refuses_an_unknown_units_back_end(tmp_path):
+    p = _recipe(tmp_path, "--units", "wavlm")  # not a registered name: refused before any stage
+    assert p.returncode != 0
+    assert "--units must be one of: hubert mfcc ssl hubert-toy; got 'wavlm'" in p.stderr, p.stderr[-2000:]
+    assert not (tmp_path / "exp" / ".done").exists() or not any((tmp_path / "exp" / ".done").iterdir())

@@ -16,14 +16,11 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-sys.path.insert(0, str(REPO / "tests"))
 
-import extract_units  # noqa: E402
-import learn_kmeans  # noqa: E402
 from make_random_hubert import make_random_hubert, save_fairseq_checkpoint  # noqa: E402
 from test_units import LANG, common, make_corpus, n_samples_of, units_of  # noqa: E402
 
+from gsgn_fairseq.prep import extract_units, learn_kmeans
 from gsgn_fairseq.data.mustc import DataError  # noqa: E402
 from gsgn_fairseq.prep import ssl_features  # noqa: E402
 from gsgn_fairseq.prep.ssl_features import (  # noqa: E402

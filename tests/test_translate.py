@@ -100,7 +100,7 @@ def test_translate_gives_fairseq_generate_hypotheses(trained, tmp_path, branch):
 
 
 def test_translate_refuses_another_kmeans_model(trained, tmp_path):
-    from gsgn_fairseq.data.unit_features import load_kmeans
+    from gsgn_fairseq.prep.units import load_kmeans
 
     root, pair, ckpt, km = trained
     centers = np.asarray(load_kmeans(km).cluster_centers_)

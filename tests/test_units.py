@@ -14,14 +14,12 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
 
-import extract_units  # noqa: E402
-import learn_kmeans  # noqa: E402
 from make_random_hubert import make_random_hubert  # noqa: E402
+from gsgn_fairseq.prep import extract_units, learn_kmeans
 from gsgn_fairseq.data.manifest import S2T_COLUMNS, read_tsv, write_tsv  # noqa: E402
 from gsgn_fairseq.data.mustc import DataError, cut_segment, load_segments, read_wav  # noqa: E402
-from gsgn_fairseq.data.unit_features import (  # noqa: E402
+from gsgn_fairseq.prep.units import (  # noqa: E402
     HubertFeatures, KMeansAssigner, MfccFeatures, conv_geometry, load_hubert, num_frames,
 )
 from gsgn_fairseq.data.zip_store import read_npy_ref  # noqa: E402

@@ -91,7 +91,7 @@ class UnitMaker:
 
     def __init__(self, prov: dict, device: str, ssl_checkpoint: Optional[str] = None,
                  km_model: Optional[str] = None):
-        from ..data.unit_features import KMeansAssigner, build_features
+        from ..prep.units import KMeansAssigner, build_features
 
         feature = prov.get("feature")
         if feature in (None, "km-files", "synthetic"):
@@ -158,8 +158,10 @@ def load_model(path: str, data: Optional[str], overrides: dict, device: str):
 
 def build_generator(task, models, beam: int, lenpen: float, max_len_a: float, max_len_b: int):
     from fairseq.dataclass.configs import GenerationConfig
+    from omegaconf import OmegaConf
 
-    gen = GenerationConfig()
+    # fairseq-generate's generation defaults, as the DictConfig it hands to build_generator
+    gen = OmegaConf.structured(GenerationConfig)
     gen.beam, gen.lenpen, gen.max_len_a, gen.max_len_b = beam, lenpen, max_len_a, max_len_b
     return task.build_generator(models, gen)
 

@@ -6,7 +6,7 @@ A manifest row has the usual columns ``id audio n_frames tgt_text speaker src_te
 ``audio`` is relative to the data config's ``audio_root``; when that is empty we use the data
 directory (stock fairseq would use the working directory, which breaks ``fairseq-generate``
 run from elsewhere). ``units`` is relative to the data directory, where
-``scripts/extract_units.py`` writes ``units.zip`` beside the TSVs, and to ``audio_root`` only
+``gsgn-extract-units`` writes ``units.zip`` beside the TSVs, and to ``audio_root`` only
 when the data directory lacks the file. A copied data directory with its own units then
 uses them, although its ``audio_root`` (absolute, as fairseq's prep writes it) still names
 the original. Absolute paths are used as they are.

@@ -8,7 +8,7 @@
 # Stages and what they write:
 #   0 prep     $DATA_ROOT/en-$TGT/{fbank80.zip,{split}_st.tsv,spm_unigram*_{st,src}.*,config_st.yaml}
 #   1 units    $DATA_ROOT/en-$TGT/units.zip and a `units` column in every TSV
-#              (--units hubert: --hubert-checkpoint + --km-model, e.g. hubert_base_ls960.pt and
+#              (--units ssl (or hubert): --ssl-checkpoint + --km-model, e.g. hubert_base_ls960.pt and
 #               hubert_base_ls960_L9_km500.bin; --units mfcc: k-means learned here, $EXP/km_mfcc.bin;
 #               --units hubert-toy: a small HuBERT pretrained here first, $EXP/hubert_toy/hubert.pt)
 #   2 train    $EXP/{variant}/checkpoint*.pt, train.log (fairseq JSON log), tensorboard/
@@ -46,8 +46,9 @@ tgt_lang=de
 exp=""
 vocab_size=8000
 jobs=$(nproc)
-units=mfcc               # mfcc | hubert | hubert-toy (pretrain a small HuBERT here, scripts/pretrain_hubert.py)
-hubert_checkpoint=""
+units=mfcc               # a registered feature back-end (mfcc | ssl, alias hubert) | hubert-toy (pretrain a small HuBERT here)
+ssl_checkpoint=""        # --units ssl: a fairseq HuBERT/wav2vec 2.0 .pt or a Hugging Face model directory
+hubert_checkpoint=""     # the same (older name)
 km_model=""
 layer=9
 hubert_toy_layer=1       # layer of the 4-layer toy HuBERT whose features are clustered (best in unit_quality.py)
@@ -127,6 +128,13 @@ main_branch() {  # the inference branch of a variant's main decode
   elif two_view "$1"; then echo "$inference_branch"
   else echo fusion; fi  # one-view models have only their own input
 }
+# --units: exactly the registered feature back-ends (gsgn_fairseq/prep/ssl_features.py) and hubert-toy
+features=$("$PY" -c "from gsgn_fairseq.prep.ssl_features import FEATURES; print(' '.join(sorted(FEATURES)))")
+case " $features hubert-toy " in
+  *" $units "*) ;;
+  *) echo "--units must be one of: $features hubert-toy; got '$units'" >&2; exit 1 ;;
+esac
+ssl_checkpoint=${ssl_checkpoint:-$hubert_checkpoint}
 case $inference_branch in
   auto|fusion|fbank|unit|sample) ;;
   *) echo "--inference-branch must be auto, fusion, fbank, unit or sample, got '$inference_branch'" >&2; exit 1 ;;
@@ -141,35 +149,35 @@ fi
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ] && ! is_done units; then
   if [ "$units" = hubert-toy ]; then
-    hubert_checkpoint=$exp/hubert_toy/hubert.pt
-    if [ ! -f "$hubert_checkpoint" ]; then
+    ssl_checkpoint=$exp/hubert_toy/hubert.pt
+    if [ ! -f "$ssl_checkpoint" ]; then
       log "stage 1: pretrain a small HuBERT on $data (fairseq hubert_pretraining, MFCC k-means targets)"
-      "$PY" "$ROOT_DIR/scripts/pretrain_hubert.py" --data-root "$data_root" --tgt-lang "$tgt_lang" \
+      "$BIN/gsgn-pretrain-hubert" --data-root "$data_root" --tgt-lang "$tgt_lang" \
         --work-dir "$exp/hubert_toy"
     fi
-    units=hubert; layer=$hubert_toy_layer
+    units=ssl; layer=$hubert_toy_layer
   fi
-  if [ "$units" = hubert ]; then
-    [ -f "$hubert_checkpoint" ] || { echo "--units hubert needs --hubert-checkpoint FILE" >&2; exit 1; }
+  if [ "$units" != mfcc ]; then
+    [ -e "$ssl_checkpoint" ] || { echo "--units $units needs --ssl-checkpoint FILE_OR_DIR" >&2; exit 1; }
     if [ -z "$km_model" ]; then
-      km_model=$exp/km_hubert_L${layer}_$n_clusters.bin
-      log "stage 1: learn k-means ($n_clusters) on HuBERT layer $layer"
-      "$PY" "$ROOT_DIR/scripts/learn_kmeans.py" --data-root "$data_root" --tgt-lang "$tgt_lang" \
-        --feature hubert --checkpoint "$hubert_checkpoint" --layer "$layer" \
+      km_model=$exp/km_${units}_L${layer}_$n_clusters.bin
+      log "stage 1: learn k-means ($n_clusters) on $ssl_checkpoint layer $layer"
+      "$BIN/gsgn-learn-kmeans" --data-root "$data_root" --tgt-lang "$tgt_lang" \
+        --feature "$units" --checkpoint "$ssl_checkpoint" --layer "$layer" \
         --n-clusters "$n_clusters" --percent "$km_percent" --out "$km_model"
     fi
-    log "stage 1: HuBERT layer-$layer units with $km_model"
-    "$PY" "$ROOT_DIR/scripts/extract_units.py" --data-root "$data_root" --tgt-lang "$tgt_lang" \
-      --feature hubert --checkpoint "$hubert_checkpoint" --layer "$layer" --km-model "$km_model"
+    log "stage 1: layer-$layer units of $ssl_checkpoint with $km_model"
+    "$BIN/gsgn-extract-units" --data-root "$data_root" --tgt-lang "$tgt_lang" \
+      --feature "$units" --checkpoint "$ssl_checkpoint" --layer "$layer" --km-model "$km_model"
   else
     km_model=${km_model:-$exp/km_mfcc_$n_clusters.bin}
     if [ ! -f "$km_model" ]; then
       log "stage 1: learn k-means ($n_clusters) on MFCC features"
-      "$PY" "$ROOT_DIR/scripts/learn_kmeans.py" --data-root "$data_root" --tgt-lang "$tgt_lang" \
+      "$BIN/gsgn-learn-kmeans" --data-root "$data_root" --tgt-lang "$tgt_lang" \
         --feature mfcc --n-clusters "$n_clusters" --percent "$km_percent" --out "$km_model"
     fi
     log "stage 1: MFCC k-means units"
-    "$PY" "$ROOT_DIR/scripts/extract_units.py" --data-root "$data_root" --tgt-lang "$tgt_lang" \
+    "$BIN/gsgn-extract-units" --data-root "$data_root" --tgt-lang "$tgt_lang" \
       --feature mfcc --km-model "$km_model"
   fi
   done_mark units

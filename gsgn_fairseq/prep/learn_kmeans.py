@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """Learn the k-means model that turns frame features into discrete units.
 
-    python scripts/learn_kmeans.py --data-root ROOT --tgt-lang de --feature hubert \\
+    gsgn-learn-kmeans --data-root ROOT --tgt-lang de --feature ssl \\
         --checkpoint hubert_base_ls960.pt --layer 9 --n-clusters 500 --percent 0.1 --out km500.bin
-    python scripts/learn_kmeans.py --data-root ROOT --tgt-lang de --feature mfcc \\
+    gsgn-learn-kmeans --data-root ROOT --tgt-lang de --feature mfcc \\
         --n-clusters 100 --out km100_mfcc.bin        # no HuBERT checkpoint (HuBERT iteration 1)
 
 Reads ROOT/en-XX/{split}_st.tsv (default split: train), samples utterances as fairseq's
 ``examples/hubert/simple_kmeans/learn_kmeans.py`` does (``ceil(n * percent)`` of them, without
 replacement, numpy seeded with ``--seed``), cuts their audio from the release layout, computes
-the features (``gsgn_fairseq.data.unit_features``) and fits scikit-learn's MiniBatchKMeans
+the features (``gsgn_fairseq.prep.units``) and fits scikit-learn's MiniBatchKMeans
 with fairseq's parameters (k-means++, max_iter 100, batch_size 10000, tol 0,
 max_no_improvement 100, n_init 20, reassignment_ratio 0, init_size None, no labels). The model
 is saved with ``joblib.dump``, the format of the released ``hubert_base_ls960_L9_km500.bin``.
@@ -17,7 +17,6 @@ is saved with ``joblib.dump``, the format of the released ``hubert_base_ls960_L9
 import argparse
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -25,10 +24,9 @@ from typing import Optional, Sequence
 import joblib
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
-from gsgn_fairseq.data.manifest import read_tsv  # noqa: E402
-from gsgn_fairseq.data.mustc import SAMPLE_RATE, DataError, pair_dir  # noqa: E402
-from gsgn_fairseq.data.unit_features import (  # noqa: E402
+from ..data.manifest import read_tsv
+from ..data.mustc import SAMPLE_RATE, DataError, pair_dir
+from .units import (
     FEATURES, MAX_CHUNK, build_features, iter_features, iter_split_audio,
 )
 

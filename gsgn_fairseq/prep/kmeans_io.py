@@ -44,7 +44,7 @@ except ImportError:
 
     _validate_fileobject_and_memmap = None
 
-from .mustc import DataError
+from ..data.mustc import DataError
 
 NPY_MAGIC = b"\x93NUMPY"
 KMEANS_MODULES = ("sklearn.cluster._kmeans", "sklearn.cluster.k_means_", "sklearn.cluster")

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Pretrain a small HuBERT on a MuST-C-layout corpus with fairseq's own HuBERT recipe.
 
-    python scripts/pretrain_hubert.py --data-root data/toy --tgt-lang de --work-dir exp/hubert_toy
-    python scripts/pretrain_hubert.py ... --iterations 2 --it2-layer 3     # + a second iteration
-    python scripts/pretrain_hubert.py ... --set optimization.max_update=3000 --set model.encoder_layers=6
+    gsgn-pretrain-hubert --data-root data/toy --tgt-lang de --work-dir exp/hubert_toy
+    gsgn-pretrain-hubert ... --iterations 2 --it2-layer 3     # + a second iteration
+    gsgn-pretrain-hubert ... --set optimization.max_update=3000 --set model.encoder_layers=6
 
 Nothing of HuBERT is re-implemented: training is ``fairseq-hydra-train`` (run as
 ``python -m fairseq_cli.hydra_train``) with fairseq's ``hubert_pretraining`` task, ``hubert``
@@ -21,12 +21,12 @@ This script writes what that task reads and runs it:
    gives frames, ``1 + (n - 400) // 320``. Audio and label durations then differ by at most
    25 ms, inside HubertDataset's ``verify_label_lengths`` tolerance (0.1 s), and the model's
    feature-to-label ratio is exactly 1. Iteration 1 labels are k-means clusters (``--n-clusters``,
-   default 100) of the MFCC features of ``gsgn_fairseq.data.unit_features`` (13 MFCCs + deltas
-   + delta-deltas with a 20 ms shift: what learn_kmeans.py/extract_units.py ``--feature mfcc``
+   default 100) of the MFCC features of ``gsgn_fairseq.prep.units`` (13 MFCCs + deltas
+   + delta-deltas with a 20 ms shift: what gsgn-learn-kmeans/gsgn-extract-units ``--feature mfcc``
    compute); the k-means model is ``--km-model`` when given (e.g. the recipe's MFCC model),
-   else fitted here on ``--km-percent`` of train with learn_kmeans.py's parameters. Iteration
+   else fitted here on ``--km-percent`` of train with gsgn-learn-kmeans's parameters. Iteration
    2 labels are k-means clusters (``--it2-clusters``) of layer ``--it2-layer`` of the
-   iteration-1 model, computed with ``HubertFeatures``, the class extract_units.py uses.
+   iteration-1 model, computed with ``HubertFeatures``, the class gsgn-extract-units uses.
 3. Training (WORK/it{N}/checkpoints/checkpoint_last.pt, checkpoint_best.pt, WORK/it{N}/train.log).
    fairseq's console output (its logger, JSON progress records) is shown and appended to train.log. Each iteration trains a
    model from scratch, as in the HuBERT paper.
@@ -41,7 +41,7 @@ per iteration, the checkpoint, the wall time of each step and the final training
 validation figures of fairseq's log.
 
 The checkpoint is an ordinary fairseq HuBERT checkpoint: its units go through
-``learn_kmeans.py``/``extract_units.py --feature hubert --checkpoint CKPT --layer L`` as
+``gsgn-learn-kmeans``/``gsgn-extract-units --feature ssl --checkpoint CKPT --layer L`` as
 ``hubert_base_ls960.pt`` does.
 """
 import argparse
@@ -60,19 +60,18 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import soundfile as sf
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a checkout without install
-sys.path.insert(0, str(REPO / "scripts"))
-from gsgn_fairseq.data.mustc import (  # noqa: E402
+from ..data.mustc import (
     SAMPLE_RATE, DataError, cut_segment, load_segments, read_wav,
 )
-from gsgn_fairseq.data.unit_features import (  # noqa: E402
+from .units import (
     HubertFeatures, KMeansAssigner, MfccFeatures, iter_features, load_hubert, load_kmeans, num_frames,
 )
 
 logger = logging.getLogger("pretrain_hubert")
 
-DEFAULT_CONFIG = REPO / "configs" / "hubert_toy.yaml"
+PACKAGE = Path(__file__).resolve().parents[1]  # gsgn_fairseq/, the --user-dir of the training run
+
+DEFAULT_CONFIG = PACKAGE.parent / "configs" / "hubert_toy.yaml"  # in the checkout (pip install -e .)
 LABEL = "km"  # label file extension: {split}.km, dict.km.txt (task.labels = ["km"])
 
 
@@ -146,9 +145,9 @@ def iter_manifest_audio(manifest: Path, indices: Optional[Sequence[int]] = None)
 
 def fit_label_kmeans(manifest: Path, features, n_clusters: int, percent: float, out: Path, seed: int = 0,
                      n_init: int = 20, batch_seconds: float = 100.0):
-    """k-means on the features of ``percent`` of the manifest's utterances (learn_kmeans.py's fit)."""
+    """k-means on the features of ``percent`` of the manifest's utterances (gsgn-learn-kmeans's fit)."""
     import joblib
-    import learn_kmeans
+    from . import learn_kmeans
 
     _, rows = read_manifest(manifest)
     chosen = learn_kmeans.sample_indices(len(rows), percent, seed)
@@ -230,7 +229,7 @@ def train_command(config: Path, manifest_dir: Path, label_dir: Path, iteration_d
         f"checkpoint.save_dir={(iteration_dir / 'checkpoints').resolve()}",
         # the plugin allow-lists the types of fairseq checkpoints for torch.load(weights_only=True),
         # which resuming from checkpoint_last.pt needs
-        f"common.user_dir={REPO / 'gsgn_fairseq'}",
+        f"common.user_dir={PACKAGE}",
         f"hydra.run.dir={(iteration_dir / 'hydra').resolve()}",
         *overrides,
     ]
@@ -290,7 +289,6 @@ def train(config: Path, manifest_dir: Path, label_dir: Path, iteration_dir: Path
     logger.info("training: %s", " ".join(cmd))
     (iteration_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env["PYTHONUNBUFFERED"] = "1"
     # fairseq's console output (its logger and JSON progress records), also appended to train.log
     with open(iteration_dir / "train.log", "a", encoding="utf-8") as log, subprocess.Popen(

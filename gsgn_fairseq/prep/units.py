@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from .kmeans_io import load_kmeans
-from .mustc import SAMPLE_RATE, DataError, cut_segment, load_segments, read_wav
-from ..prep.ssl_features import (  # noqa: F401  (the feature back-ends, re-exported for older imports)
+from ..data.mustc import SAMPLE_RATE, DataError, cut_segment, load_segments, read_wav
+from .ssl_features import (  # noqa: F401  (the feature back-ends, re-exported: one import for the tools)
     FEATURES, HOP, MAX_CHUNK, WINDOW, HubertFeatures, MfccFeatures, SslFeatures, build_features, conv_geometry,
     load_hubert, num_frames,
 )

@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
 """Compute the discrete units of every utterance and add them to the speech_to_text TSVs.
 
-    python scripts/extract_units.py --data-root ROOT --tgt-lang de --feature hubert \\
+    gsgn-extract-units --data-root ROOT --tgt-lang de --feature ssl \\
         --checkpoint hubert_base_ls960.pt --layer 9 --km-model hubert_base_ls960_L9_km500.bin
-    python scripts/extract_units.py ... --nshard 4 --rank R      # R = 0..3, e.g. one per GPU
-    python scripts/extract_units.py ... --merge --nshard 4       # merge explicitly
-    python scripts/extract_units.py --data-root ROOT --tgt-lang de --from-km KM_DIR \\
+    gsgn-extract-units ... --nshard 4 --rank R      # R = 0..3, e.g. one per GPU
+    gsgn-extract-units ... --merge --nshard 4       # merge explicitly
+    gsgn-extract-units --data-root ROOT --tgt-lang de --from-km KM_DIR \\
         --km-model hubert_base_ls960_L9_km500.bin                 # import fairseq .km labels
 
 For each split with a ROOT/en-XX/{split}_st.tsv (or those of ``--splits``), the waveform of
 every TSV row is cut from the release layout (ROOT/en-XX/data/{split}), turned into features
-(``--feature``, see ``gsgn_fairseq.data.unit_features``: one vector per 20 ms) and each frame
+(``--feature``, see ``gsgn_fairseq.prep.units``: one vector per 20 ms) and each frame
 is assigned its nearest k-means centroid (a batched torch argmin, on the GPU when there).
 Units are int16 ``.npy`` arrays, one per utterance, one unit per 20 ms frame (not
 deduplicated), stored uncompressed in ROOT/en-XX/units.zip; every TSV gets (or has replaced)
@@ -36,7 +36,6 @@ import logging
 import os
 import re
 import socket
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -45,15 +44,15 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
-from gsgn_fairseq.data.manifest import UNITS_COLUMN, read_tsv, write_tsv  # noqa: E402
-from gsgn_fairseq.data.mustc import SAMPLE_RATE, SPLITS, DataError, pair_dir  # noqa: E402
-from gsgn_fairseq.data.provenance import PATH_KEYS, describe, first_difference, provenance_of  # noqa: E402
-from gsgn_fairseq.data.unit_features import (  # noqa: E402
+from ..data.manifest import UNITS_COLUMN, read_tsv, write_tsv
+from ..data.mustc import SAMPLE_RATE, SPLITS, DataError, pair_dir
+from ..data.provenance import PATH_KEYS, describe, first_difference, provenance_of
+from .ssl_features import checkpoint_sha1
+from .units import (
     FEATURES, MAX_CHUNK, KMeansAssigner, build_features, check_unit_lengths, iter_features,
     iter_split_audio,
 )
-from gsgn_fairseq.data.zip_store import read_npy_ref, write_npy_zip, zip_manifest  # noqa: E402
+from ..data.zip_store import read_npy_ref, write_npy_zip, zip_manifest
 
 logger = logging.getLogger("extract_units")
 
@@ -85,7 +84,7 @@ def load_tables(pair: Path, splits: Optional[Sequence[str]]) -> Dict[str, Table]
     if splits is None:
         splits = [s for s in SPLITS if (pair / f"{s}_st.tsv").is_file()]
         if not splits:
-            raise FileNotFoundError(f"no {pair}/{{split}}_st.tsv manifests found; run scripts/prep_mustc.py first")
+            raise FileNotFoundError(f"no {pair}/{{split}}_st.tsv manifests found; run gsgn-prep-mustc first")
     tables = {s: Table(pair / f"{s}_st.tsv") for s in splits}
     seen: Dict[str, str] = {}
     for split, table in tables.items():
@@ -371,8 +370,9 @@ def extract_units(data_root: Path, tgt_lang: str, feature: Optional[str] = None,
             n_clusters = KMeansAssigner.from_file(km_model).n_clusters
         if not n_clusters:
             raise ValueError("--from-km needs --km-model or --n-clusters (K, to check the unit ids)")
-        meta = {"feature": feature or "km-files", "km_dir": str(Path(from_km).resolve()), "n_clusters": n_clusters,
-                "km_model_sha1": km_sha1, "checkpoint_sha1": sha1_file(checkpoint) if checkpoint else None,
+        meta = {"feature": {"hubert": "ssl"}.get(feature, feature) or "km-files", "km_dir": str(Path(from_km).resolve()),
+                "n_clusters": n_clusters, "km_model_sha1": km_sha1,
+                "checkpoint_sha1": checkpoint_sha1(checkpoint) if checkpoint else None,
                 "layer": layer if checkpoint else None,
                 "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
                 "km_model": str(Path(km_model).resolve()) if km_model else None}
@@ -389,10 +389,8 @@ def extract_units(data_root: Path, tgt_lang: str, feature: Optional[str] = None,
     features = build_features(feature, checkpoint, layer, device, max_chunk, dtype)
     assigner.check_dim(features.dim, feature)
     # how the units were made (gsgn_fairseq.data.provenance): training checks it against the model's
-    meta = {"feature": feature, "n_clusters": assigner.n_clusters, "km_model_sha1": km_sha1,
-            "checkpoint_sha1": sha1_file(checkpoint) if checkpoint else None, "layer": layer if checkpoint else None,
-            "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
-            "km_model": str(Path(km_model).resolve())}
+    meta = dict(features.provenance, n_clusters=assigner.n_clusters, km_model_sha1=km_sha1,
+                checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None, km_model=str(Path(km_model).resolve()))
     for split, table in tables.items():
         start, end = shard_range(len(table.ids), nshard, rank)
         ids = table.ids[start:end]
@@ -411,7 +409,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--tgt-lang", required=True, help="target language XX of the en-XX pair")
     p.add_argument("--feature", choices=sorted(FEATURES),
                    help="frame features the k-means model was learnt on (hubert = ssl)")
-    p.add_argument("--km-model", type=Path, help="joblib k-means model (scripts/learn_kmeans.py, or the released km500)")
+    p.add_argument("--km-model", type=Path, help="joblib k-means model (gsgn-learn-kmeans, a .npy of centroids, or the released km500)")
     p.add_argument("--checkpoint", type=Path,
                    help="--feature ssl/hubert: a fairseq .pt of HuBERT or wav2vec 2.0, or a Hugging Face "
                    "model directory (HubertModel, WavLMModel, Wav2Vec2Model, Data2VecAudioModel)")
