@@ -5,6 +5,7 @@ without an exception the file is renamed over ``path`` (``os.replace``, atomic o
 otherwise it is removed. Every writer in the package goes through it.
 """
 import contextlib
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -31,3 +32,12 @@ def write_text_atomic(path, text: str) -> None:
 def write_json_atomic(path, obj, indent: int = 2, sort_keys: bool = False) -> None:
     """``obj`` as indented JSON at ``path``, atomically."""
     write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n")
+
+
+def sha1_file(path) -> str:
+    """SHA-1 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

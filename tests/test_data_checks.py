@@ -13,9 +13,9 @@ import yaml
 
 from gsgn_fairseq.data.manifest import S2T_COLUMNS, UNITS_COLUMN, read_tsv, write_tsv
 from gsgn_fairseq.data.mustc import DataError, read_wav
-from gsgn_fairseq.data.zip_store import split_ref, write_npy_zip, zip_manifest
+from gsgn_fairseq.data.zip_store import split_ref
 from test_task import K, setup
-from tiny_s2t_data import make_tiny_multiview_data
+from tiny_s2t_data import make_tiny_multiview_data, poison_fbank
 
 COLUMNS = S2T_COLUMNS + [UNITS_COLUMN]
 
@@ -109,29 +109,8 @@ def test_in_range_garbage_in_a_units_entry_fails_its_crc(data_dir):
 # ----------------------------------------------------------------- features and lengths
 
 
-def _poison_fbank(data_dir, uid: str) -> None:
-    rows = read_tsv(data_dir / "valid.tsv")
-    from gsgn_fairseq.data.zip_store import read_npy_ref
-
-    items = []
-    for split in ("train", "valid"):
-        for r in read_tsv(data_dir / f"{split}.tsv"):
-            x = read_npy_ref(data_dir, r["audio"])
-            if r["id"] == uid:
-                x = x.copy()
-                x[3, 5] = np.nan
-            items.append((r["id"], x))
-    write_npy_zip(data_dir / "fbank80.zip", items)
-    refs = zip_manifest(data_dir / "fbank80.zip")
-    for split in ("train", "valid"):
-        rows = read_tsv(data_dir / f"{split}.tsv")
-        for r in rows:
-            r["audio"] = refs[r["id"]]
-        write_tsv(data_dir / f"{split}.tsv", rows, COLUMNS)
-
-
 def test_nan_fbank_names_the_utterance(data_dir):
-    _poison_fbank(data_dir, "valid_2")
+    poison_fbank(data_dir, "valid_2", np.nan, frame=3, dim=5)
     _, ds = _load(data_dir)
     ds[0]
     with pytest.raises(DataError, match=r"utterance valid_2: its FBank features hold NaN or Inf \(.*fbank80\.zip:\d+:\d+\)"):

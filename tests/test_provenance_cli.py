@@ -10,10 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gsgn_fairseq.data.manifest import S2T_COLUMNS, UNITS_COLUMN, read_tsv, write_tsv
-from gsgn_fairseq.data.zip_store import read_npy_ref, write_npy_zip, zip_manifest
 from test_train_integration import BIN, K, USER_DIR, train
-from tiny_s2t_data import make_tiny_multiview_data
+from tiny_s2t_data import make_tiny_multiview_data, poison_fbank
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,21 +80,7 @@ def test_validate_generate_and_resume_refuse_units_of_another_kmeans_model(train
 def test_validate_stops_on_nan_features_naming_the_utterance(trained, tmp_path):
     data, ckpt = trained
     bad = _copy_with(data, tmp_path / "nan")
-    items = []
-    for split in ("train", "valid"):
-        for r in read_tsv(bad / f"{split}.tsv"):
-            x = read_npy_ref(bad, r["audio"])
-            if r["id"] == "valid_1":
-                x = x.copy()
-                x[0, 0] = np.inf
-            items.append((r["id"], x))
-    write_npy_zip(bad / "fbank80.zip", items)
-    refs = zip_manifest(bad / "fbank80.zip")
-    for split in ("train", "valid"):
-        rows = read_tsv(bad / f"{split}.tsv")
-        for r in rows:
-            r["audio"] = refs[r["id"]]
-        write_tsv(bad / f"{split}.tsv", rows, S2T_COLUMNS + [UNITS_COLUMN])
+    poison_fbank(bad, "valid_1", np.inf)
     rc, log = _validate(bad, ckpt / "checkpoint_last.pt")
     assert rc != 0 and "utterance valid_1: its FBank features hold NaN or Inf" in log, log[-3000:]
 

@@ -107,3 +107,26 @@ def make_tiny_multiview_data(
     with open(out / "config_st.yaml", "w", encoding="utf-8") as f:
         yaml.safe_dump(config, f, sort_keys=False)
     return out
+
+
+def poison_fbank(data_dir, uid: str, value: float, frame: int = 0, dim: int = 0) -> None:
+    """Set one FBank value of utterance ``uid`` (e.g. NaN) and rewrite fbank80.zip and the TSVs."""
+    from gsgn_fairseq.data.manifest import read_tsv
+    from gsgn_fairseq.data.zip_store import read_npy_ref
+
+    data_dir = Path(data_dir)
+    rows = {split: read_tsv(data_dir / f"{split}.tsv") for split in ("train", "valid")}
+    items = []
+    for split_rows in rows.values():
+        for r in split_rows:
+            x = read_npy_ref(data_dir, r["audio"])
+            if r["id"] == uid:
+                x = x.copy()
+                x[frame, dim] = value
+            items.append((r["id"], x))
+    write_npy_zip(data_dir / "fbank80.zip", items)
+    refs = zip_manifest(data_dir / "fbank80.zip")
+    for split, split_rows in rows.items():
+        for r in split_rows:
+            r["audio"] = refs[r["id"]]
+        write_tsv(data_dir / f"{split}.tsv", split_rows, S2T_COLUMNS + [UNITS_COLUMN])

@@ -22,7 +22,6 @@ one JSON object with the translations and the time spent reading audio, computin
 views and decoding.
 """
 import argparse
-import hashlib
 import json
 import logging
 import sys
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 
 from ..data.mustc import SAMPLE_RATE, DataError, read_wav
+from ..fileio import sha1_file
 
 logger = logging.getLogger("gsgn_fairseq.translate")
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -64,14 +64,6 @@ def list_audio(inputs: Sequence[str]) -> List[Path]:
     return files
 
 
-def _sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _checked_file(kind: str, given: Optional[str], recorded: Optional[str], sha1: Optional[str], flag: str) -> Path:
     """The file to use for ``kind``: ``given``, else the recorded path; its hash must match."""
     path = Path(given) if given else (Path(recorded) if recorded else None)
@@ -80,9 +72,9 @@ def _checked_file(kind: str, given: Optional[str], recorded: Optional[str], sha1
     if not path.is_file():
         raise FileNotFoundError(f"{kind} not found: {path} ({'given with ' + flag if given else 'recorded in the checkpoint'}; "
                                 f"pass {flag} to point elsewhere)")
-    if sha1 is not None and _sha1(path) != sha1:
+    if sha1 is not None and sha1_file(path) != sha1:
         raise DataError(f"{path}: this {kind} is not the one the model's units were made with "
-                        f"(sha1 {_sha1(path)}, the checkpoint records {sha1}); pass {flag} with that file")
+                        f"(sha1 {sha1_file(path)}, the checkpoint records {sha1}); pass {flag} with that file")
     return path
 
 

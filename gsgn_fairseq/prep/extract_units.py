@@ -47,6 +47,7 @@ from tqdm import tqdm
 from ..data.manifest import UNITS_COLUMN, read_tsv, write_tsv
 from ..data.mustc import SAMPLE_RATE, SPLITS, DataError, pair_dir
 from ..data.provenance import PATH_KEYS, describe, first_difference, provenance_of
+from ..fileio import sha1_file
 from .ssl_features import checkpoint_sha1
 from .units import (
     FEATURES, MAX_CHUNK, KMeansAssigner, build_features, check_unit_lengths, iter_features,
@@ -101,14 +102,6 @@ def shard_range(total: int, nshard: int, rank: int) -> Tuple[int, int]:
     if not 0 <= rank < nshard:
         raise ValueError(f"invalid --rank {rank} for --nshard {nshard}")
     return round(total / nshard * rank), round(total / nshard * (rank + 1))
-
-
-def sha1_file(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def sha1_ids(ids: Sequence[str]) -> str:
