@@ -14,11 +14,9 @@ after every update::
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the same gsgn_fairseq as --user-dir
+
 
 from fairseq_cli import train as fairseq_train  # noqa: E402  (first: it sets up fairseq's log format)
 import torch  # noqa: E402

@@ -1,6 +1,5 @@
 """scripts/bench_gpu.py on the CPU (--smoke): packed corpus in, timed sections and logs out."""
 import json
-import sys
 import tarfile
 from pathlib import Path
 
@@ -11,7 +10,6 @@ from sklearn.cluster import KMeans
 from tiny_mustc import make_tiny_mustc
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 import bench_gpu  # noqa: E402
 import pack_corpus  # noqa: E402
 

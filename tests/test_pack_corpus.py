@@ -1,5 +1,4 @@
 """scripts/pack_corpus.py: Opus packing keeps every talk's sample count and the text files."""
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +7,6 @@ import soundfile as sf
 
 from tiny_mustc import make_tiny_mustc
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import pack_corpus  # noqa: E402
 
 

@@ -8,7 +8,6 @@ import pytest
 import soundfile as sf
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import make_toy_corpus as mtc  # noqa: E402
 from toy_grammar import NP, PP, Clause, Sentence, random_sentence, translate  # noqa: E402
 

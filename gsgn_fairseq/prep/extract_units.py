@@ -47,7 +47,7 @@ from tqdm import tqdm
 from ..data.manifest import UNITS_COLUMN, read_tsv, write_tsv
 from ..data.mustc import SAMPLE_RATE, SPLITS, DataError, pair_dir
 from ..data.provenance import PATH_KEYS, describe, first_difference, provenance_of
-from ..fileio import sha1_file
+from ..fileio import sha1_file, write_json_atomic
 from .ssl_features import checkpoint_sha1
 from .units import (
     FEATURES, MAX_CHUNK, KMeansAssigner, build_features, check_unit_lengths, iter_features,
@@ -109,9 +109,7 @@ def sha1_ids(ids: Sequence[str]) -> str:
 
 
 def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(path, obj, indent=1, sort_keys=True)
 
 
 def read_npy_zip(path: Path) -> Dict[str, np.ndarray]:
