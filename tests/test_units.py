@@ -354,3 +354,15 @@ def test_missing_tsv(mfcc_run, fresh, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"en-de/train_st\.tsv"):
         learn_kmeans.main(["--data-root", str(tmp_path / "empty"), "--tgt-lang", LANG, "--feature", "mfcc",
                            "--n-clusters", "2", "--out", str(tmp_path / "km.bin")])
+
+
+def test_audio_read_in_worker_processes_is_the_same_in_order(corpus):
+    from gsgn_fairseq.prep.units import iter_split_audio
+
+    ids = [r["id"] for r in read_tsv(corpus / f"en-{LANG}" / "train_st.tsv")]
+    here = list(iter_split_audio(corpus, LANG, "train", ids))
+    workers = list(iter_split_audio(corpus, LANG, "train", ids, num_workers=2))
+    assert [u for u, _ in workers] == ids == [u for u, _ in here]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(here, workers))
+    with pytest.raises(DataError, match="utterance nope is not a segment of train"):
+        list(iter_split_audio(corpus, LANG, "train", ids[:1] + ["nope"], num_workers=2))

@@ -155,13 +155,15 @@ def write_shard(pair: Path, smeta: dict, units: Dict[str, np.ndarray], ids: Sequ
 
 
 def compute_units(data_root: Path, tgt_lang: str, split: str, ids: Sequence[str], features,
-                  assigner: KMeansAssigner, batch_seconds: float, manifest: Path = None) -> Dict[str, np.ndarray]:
-    """int16 units of ``ids`` (one split), logging throughput in x real time."""
+                  assigner: KMeansAssigner, batch_seconds: float, manifest: Path = None,
+                  num_workers: int = 0) -> Dict[str, np.ndarray]:
+    """int16 units of ``ids`` (one split), logging throughput in x real time. Audio is read in
+    ``num_workers`` processes; each batch's frames are assigned in one matmul."""
     units, seconds, start = {}, 0.0, time.time()
-    audio = iter_split_audio(data_root, tgt_lang, split, ids, manifest=manifest)
-    for uid, n_samples, feats in tqdm(iter_features(audio, features, batch_seconds), total=len(ids),
-                                      desc=f"{split} {features.name} units", unit="utt"):
-        units[uid] = assigner(feats).cpu().numpy().astype(np.int16)
+    audio = iter_split_audio(data_root, tgt_lang, split, ids, manifest=manifest, num_workers=num_workers)
+    for uid, n_samples, ids_ in tqdm(iter_features(audio, features, batch_seconds, assigner=assigner), total=len(ids),
+                                     desc=f"{split} {features.name} units", unit="utt"):
+        units[uid] = ids_.cpu().numpy().astype(np.int16)
         seconds += n_samples / SAMPLE_RATE
     elapsed = max(time.time() - start, 1e-9)
     logger.info("%s: %d utterances, %.1f s of audio in %.1f s (%.1fx real time)",
@@ -348,7 +350,7 @@ def extract_units(data_root: Path, tgt_lang: str, feature: Optional[str] = None,
                   checkpoint: Optional[Path] = None, layer: int = 9, splits: Optional[Sequence[str]] = None,
                   nshard: int = 1, rank: int = 0, batch_seconds: float = 100.0, device: str = "cpu",
                   dtype: Optional[str] = None, max_chunk: int = MAX_CHUNK, from_km: Optional[Path] = None,
-                  n_clusters: Optional[int] = None, merge_only: bool = False) -> Optional[Path]:
+                  n_clusters: Optional[int] = None, merge_only: bool = False, num_workers: int = 2) -> Optional[Path]:
     """Compute (or import) units and merge them; returns units.zip when it was written."""
     pair = pair_dir(data_root, tgt_lang)
     tables = load_tables(pair, splits)
@@ -389,7 +391,8 @@ def extract_units(data_root: Path, tgt_lang: str, feature: Optional[str] = None,
         if shard_done(pair, smeta):
             logger.info("%s: shard %d/%d already done", split, rank, nshard)
             continue
-        units = compute_units(data_root, tgt_lang, split, ids, features, assigner, batch_seconds, table.path)
+        units = compute_units(data_root, tgt_lang, split, ids, features, assigner, batch_seconds, table.path,
+                              num_workers)
         write_shard(pair, smeta, units, ids)
     return merge(data_root, tgt_lang, tables, nshard, expected_meta=meta)
 
@@ -423,6 +426,8 @@ def get_parser() -> argparse.ArgumentParser:
         "the segment's 16 kHz audio at 50 Hz. Needs --km-model or --n-clusters.",
     )
     p.add_argument("--n-clusters", type=int, help="K, for --from-km without --km-model")
+    p.add_argument("--num-workers", type=int, default=2,
+                   help="processes that read and cut the audio ahead of the feature model (0: in this process)")
     return p
 
 
@@ -435,7 +440,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[Path]:
         a.device = "cuda" if torch.cuda.is_available() else "cpu"
     return extract_units(a.data_root, a.tgt_lang, a.feature, a.km_model, a.checkpoint, a.layer, a.splits,
                          a.nshard, a.rank, a.batch_seconds, a.device, a.dtype, a.max_chunk, a.from_km,
-                         a.n_clusters, a.merge)
+                         a.n_clusters, a.merge, a.num_workers)
 
 
 if __name__ == "__main__":

@@ -88,15 +88,33 @@ def plan_batches(lengths: Sequence[int], max_samples: int) -> List[List[int]]:
     return batches
 
 
-def iter_split_audio(root: Path, tgt_lang: str, split: str, ids: Sequence[str],
-                     manifest: Optional[Path] = None) -> Iterator[Tuple[str, np.ndarray]]:
-    """Yield ``(id, waveform)`` for ``ids`` of one split, cut from the release-layout talks.
+class _TalkAudio(torch.utils.data.Dataset):
+    """Item k: ``[(id, waveform), ...]`` of the k-th run of consecutive ids from one talk, the
+    talk's wav read once (in a DataLoader worker process when there are workers)."""
 
-    Each talk's wav is read once when the ids come grouped by talk (as in the TSVs).
+    def __init__(self, groups: List[Tuple[Path, list]]):
+        self.groups = groups
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, k: int) -> List[Tuple[str, np.ndarray]]:
+        wav, segs = self.groups[k]
+        audio = read_wav(wav)
+        return [(seg.id, cut_segment(audio, seg)) for seg in segs]
+
+
+def iter_split_audio(root: Path, tgt_lang: str, split: str, ids: Sequence[str],
+                     manifest: Optional[Path] = None, num_workers: int = 0) -> Iterator[Tuple[str, np.ndarray]]:
+    """Yield ``(id, waveform)`` for ``ids`` of one split, in order, cut from the release-layout talks.
+
+    Each talk's wav is read once when the ids come grouped by talk (as in the TSVs); with
+    ``num_workers`` > 0 the talks are read and cut in that many DataLoader worker processes,
+    a few talks ahead of the consumer, in the same order.
     """
     talks = load_segments(root, tgt_lang, split)
     by_id = {seg.id: seg for segs in talks.values() for seg in segs}
-    cached_wav, audio = None, None
+    groups: List[Tuple[Path, list]] = []
     for uid in ids:
         seg = by_id.get(uid)
         if seg is None:
@@ -104,9 +122,14 @@ def iter_split_audio(root: Path, tgt_lang: str, split: str, ids: Sequence[str],
                 f"{manifest or split}: utterance {uid} is not a segment of {split} "
                 f"in {Path(root) / f'en-{tgt_lang}' / 'data' / split}"
             )
-        if seg.wav != cached_wav:
-            audio, cached_wav = read_wav(seg.wav), seg.wav
-        yield uid, cut_segment(audio, seg)
+        if groups and groups[-1][0] == seg.wav:
+            groups[-1][1].append(seg)
+        else:
+            groups.append((seg.wav, [seg]))
+    loader = torch.utils.data.DataLoader(_TalkAudio(groups), batch_size=None, shuffle=False,
+                                         num_workers=num_workers, prefetch_factor=4 if num_workers else None)
+    for items in loader:
+        yield from items
 
 
 def iter_features(
@@ -114,8 +137,10 @@ def iter_features(
     features,
     batch_seconds: float = 100.0,
     pool_batches: int = 8,
+    assigner: Optional["KMeansAssigner"] = None,
 ) -> Iterator[Tuple[str, int, torch.Tensor]]:
-    """Yield ``(id, n_samples, (T, dim) features)``, batching utterances by total audio length.
+    """Yield ``(id, n_samples, (T, dim) features)``, batching utterances by total audio length;
+    with ``assigner``, ``(id, n_samples, (T,) unit ids)``, the whole batch assigned at once.
 
     Utterances are pooled (about ``pool_batches`` batches of audio at a time), sorted by length
     within the pool and cut into batches of at most ``batch_seconds`` of padded audio, so the
@@ -128,6 +153,10 @@ def iter_features(
     def flush():
         for batch in plan_batches([len(w) for _, w in pool], max_samples):
             feats = features([pool[i][1] for i in batch])
+            if assigner is not None:  # one nearest-centroid matmul for the whole batch
+                frames = [f.size(0) for f in feats]
+                feats = list(assigner(torch.cat(feats)).split(frames)) if sum(frames) else \
+                    [torch.zeros(0, dtype=torch.long) for _ in feats]
             for i, f in zip(batch, feats):
                 uid, wav = pool[i]
                 if f.size(0) != num_frames(len(wav)):
