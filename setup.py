@@ -31,12 +31,12 @@ setup(
     entry_points={
         "console_scripts": [
             "gsgn-prep-mustc = gsgn_fairseq.prep.prep_mustc:main",
-            "gsgn-learn-kmeans = gsgn_fairseq.prep.learn_kmeans:main",
-            "gsgn-extract-units = gsgn_fairseq.prep.extract_units:main",
-            "gsgn-pretrain-hubert = gsgn_fairseq.prep.pretrain_hubert:main",
+            "gsgn-learn-kmeans = gsgn_fairseq.prep.learn_kmeans:cli",
+            "gsgn-extract-units = gsgn_fairseq.prep.extract_units:cli",
+            "gsgn-pretrain-hubert = gsgn_fairseq.prep.pretrain_hubert:cli",
             "gsgn-average-checkpoints = gsgn_fairseq.cli.average_checkpoints:main",
             "gsgn-score = gsgn_fairseq.cli.score:main",
-            "gsgn-translate = gsgn_fairseq.cli.translate:main",
+            "gsgn-translate = gsgn_fairseq.cli.translate:cli",
             "gsgn-measure-unit-range = gsgn_fairseq.cli.measure_unit_range:main",
         ],
     },

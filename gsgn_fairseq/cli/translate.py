@@ -282,5 +282,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     return result
 
 
-if __name__ == "__main__":
+
+def cli() -> None:
+    """The console entry point: ``main`` without its return value (a console script exits with
+    it, and anything but None is an error status)."""
     main()
+
+if __name__ == "__main__":
+    cli()

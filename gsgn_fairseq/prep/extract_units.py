@@ -443,5 +443,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[Path]:
                          a.n_clusters, a.merge, a.num_workers)
 
 
-if __name__ == "__main__":
+
+def cli() -> None:
+    """The console entry point: ``main`` without its return value (a console script exits with
+    it, and anything but None is an error status)."""
     main()
+
+if __name__ == "__main__":
+    cli()

@@ -139,5 +139,11 @@ def main(argv: Optional[Sequence[str]] = None):
                         a.layer, a.seed, a.n_init, a.split, a.device, a.batch_seconds, a.max_chunk, a.dtype)
 
 
-if __name__ == "__main__":
+
+def cli() -> None:
+    """The console entry point: ``main`` without its return value (a console script exits with
+    it, and anything but None is an error status)."""
     main()
+
+if __name__ == "__main__":
+    cli()

@@ -498,5 +498,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
                     a.batch_seconds, a.device, a.label_threads)
 
 
-if __name__ == "__main__":
+
+def cli() -> None:
+    """The console entry point: ``main`` without its return value (a console script exits with
+    it, and anything but None is an error status)."""
     main()
+
+if __name__ == "__main__":
+    cli()
