@@ -35,6 +35,7 @@ import torch
 
 from ..data.mustc import SAMPLE_RATE, DataError, read_wav
 from ..fileio import sha1_file
+from . import console_entry
 
 logger = logging.getLogger("gsgn_fairseq.translate")
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -281,12 +282,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             print(f"{t['path']}\t{t['translation']}")
     return result
 
+cli = console_entry(main)  # gsgn-* console script
 
-
-def cli() -> None:
-    """The console entry point: ``main`` without its return value (a console script exits with
-    it, and anything but None is an error status)."""
-    main()
 
 if __name__ == "__main__":
     cli()

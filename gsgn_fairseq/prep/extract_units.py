@@ -54,6 +54,7 @@ from .units import (
     iter_split_audio,
 )
 from ..data.zip_store import read_npy_ref, write_npy_zip, zip_manifest
+from ..cli import console_entry
 
 logger = logging.getLogger("extract_units")
 
@@ -442,12 +443,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[Path]:
                          a.nshard, a.rank, a.batch_seconds, a.device, a.dtype, a.max_chunk, a.from_km,
                          a.n_clusters, a.merge, a.num_workers)
 
+cli = console_entry(main)  # gsgn-* console script
 
-
-def cli() -> None:
-    """The console entry point: ``main`` without its return value (a console script exits with
-    it, and anything but None is an error status)."""
-    main()
 
 if __name__ == "__main__":
     cli()

@@ -29,6 +29,7 @@ from ..data.mustc import SAMPLE_RATE, DataError, pair_dir
 from .units import (
     FEATURES, MAX_CHUNK, build_features, iter_features, iter_split_audio,
 )
+from ..cli import console_entry
 
 logger = logging.getLogger("learn_kmeans")
 
@@ -138,12 +139,8 @@ def main(argv: Optional[Sequence[str]] = None):
     return learn_kmeans(a.data_root, a.tgt_lang, a.feature, a.n_clusters, a.out, a.percent, a.checkpoint,
                         a.layer, a.seed, a.n_init, a.split, a.device, a.batch_seconds, a.max_chunk, a.dtype)
 
+cli = console_entry(main)  # gsgn-* console script
 
-
-def cli() -> None:
-    """The console entry point: ``main`` without its return value (a console script exits with
-    it, and anything but None is an error status)."""
-    main()
 
 if __name__ == "__main__":
     cli()

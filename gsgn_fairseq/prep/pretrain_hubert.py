@@ -66,6 +66,7 @@ from ..data.mustc import (
 from .units import (
     HubertFeatures, KMeansAssigner, MfccFeatures, iter_features, load_hubert, load_kmeans, num_frames,
 )
+from ..cli import console_entry
 
 logger = logging.getLogger("pretrain_hubert")
 
@@ -497,12 +498,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
                     a.km_percent, a.it2_layer, a.it2_clusters, a.overrides, a.splits, a.min_seconds, a.seed,
                     a.batch_seconds, a.device, a.label_threads)
 
+cli = console_entry(main)  # gsgn-* console script
 
-
-def cli() -> None:
-    """The console entry point: ``main`` without its return value (a console script exits with
-    it, and anything but None is an error status)."""
-    main()
 
 if __name__ == "__main__":
     cli()
