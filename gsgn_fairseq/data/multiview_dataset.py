@@ -323,8 +323,12 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
 def units_provenance(tsv: Path, units_paths: List[str]) -> Optional[dict]:
     """The provenance of a split's units (the ``units.json`` beside its units zip); every zip
     the split references must agree. None when there is no record."""
-    files = sorted({p.rsplit(":", 2)[0] if p.count(":") >= 2 else p for p in units_paths})
-    found = [(f, read_units_provenance(Path(f))) for f in files]
+    # one units.json per directory (units.zip, or a directory of plain .npy files)
+    files = {}
+    for p in units_paths:
+        file = Path(p.rsplit(":", 2)[0] if p.count(":") >= 2 else p)
+        files.setdefault(file.parent, file)
+    found = [(f, read_units_provenance(f)) for _, f in sorted(files.items())]
     first_file, first = found[0]
     for file, prov in found[1:]:
         check_same_provenance(first, f"{first_file}", prov, f"{file} (also referenced by {tsv})")

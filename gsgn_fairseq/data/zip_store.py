@@ -90,6 +90,7 @@ class ZipMember(NamedTuple):
 
 
 _INDEX_CACHE: Dict[Tuple[str, float, int], Dict[int, ZipMember]] = {}
+_INDEX_CACHE_SIZE = 4  # the fbank and units zips of a run (and of a copied data dir)
 
 
 def zip_index(path: Path) -> Dict[int, ZipMember]:
@@ -122,7 +123,8 @@ def zip_index(path: Path) -> Dict[int, ZipMember]:
                 index[offset] = ZipMember(stem, info.file_size, info.CRC)
     except (zipfile.BadZipFile, OSError, struct.error) as err:
         raise DataError(f"{path}: damaged or truncated zip ({err}); rebuild it (rerun the stage that wrote it)") from None
-    _INDEX_CACHE.clear()  # one zip per view is the rule: keep memory bounded
+    while len(_INDEX_CACHE) >= _INDEX_CACHE_SIZE:  # bounded: drop the oldest
+        _INDEX_CACHE.pop(next(iter(_INDEX_CACHE)))
     _INDEX_CACHE[key] = index
     return index
 
