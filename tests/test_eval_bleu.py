@@ -15,7 +15,7 @@ from fairseq import options, tasks
 from fairseq.logging import metrics
 
 import gsgn_fairseq  # noqa: F401
-from gsgn_fairseq.tasks.speech_to_text_multiview import bleu_logging_output
+from gsgn_fairseq.tasks.speech_to_text_multiview import BLEU_STAT_KEYS, bleu_logging_output
 from tiny_s2t_data import make_tiny_multiview_data
 
 K = 20
@@ -213,8 +213,8 @@ def _train(data_dir, save_dir, max_epoch, *extra):
 def test_fairseq_train_logs_valid_bleu(tmp_path):
     data_dir = make_tiny_multiview_data(tmp_path / "data", n_train=16, n_valid=4, num_units=K)
     save_dir = tmp_path / "ckpt"
-    first = _train(data_dir, save_dir, 1)
-    resumed = _train(data_dir, save_dir, 2)  # the checkpoint's BLEU meters load back (weights_only)
+    first = _train(data_dir, save_dir, 1, "--eval-bleu-branches", "fbank")
+    resumed = _train(data_dir, save_dir, 2, "--eval-bleu-branches", "fbank")  # the checkpoint's BLEU meters load back (weights_only)
     assert re.search(r"Loaded checkpoint .*checkpoint_last\.pt \(epoch 2 @ \d+ updates\)", resumed), resumed[-2000:]
     bleu = {}
     valid_line = re.compile(r"\| valid \| epoch (\d+) \| valid on 'valid' subset \|.*\| bleu ([\d.]+) \|")
@@ -223,6 +223,7 @@ def test_fairseq_train_logs_valid_bleu(tmp_path):
             bleu[int(epoch)] = float(value)
         assert "example hypothesis: " in log and "example reference: " in log
     assert sorted(bleu) == [1, 2], (first + resumed)[-3000:]
+    assert len(re.findall(r"\| valid \| epoch \d+ \|.*\| bleu_fbank [\d.]+ \|", first + resumed)) == 2
     assert re.search(rf"\| valid \| epoch 002 \|.*\| best_bleu {max(bleu.values()):g}", resumed), resumed[-2000:]
     assert (save_dir / "checkpoint_best.pt").is_file()
     assert "bleu" not in "".join(re.findall(r"\| train \| epoch .*", first + resumed))
@@ -235,3 +236,47 @@ def test_fairseq_train_logs_valid_bleu(tmp_path):
     ])
     generated = float(re.search(r"Generate valid with beam=1: BLEU = ([\d.]+)", gen).group(1))
     assert generated == pytest.approx(bleu[2], abs=0.01)
+
+
+# ---------------------------------------------------------------- per-branch validation BLEU
+def test_eval_bleu_branches_decode_with_each_branch(spm_data):
+    """``--eval-bleu-branches``: each named branch's statistics equal those of the same model
+    validated with that ``--inference-branch``; the model's own branch is restored after."""
+    flags = ["--fusion", "gsgn", "--multi-stage-dropout", "--eval-bleu", "--eval-bleu-args", '{"beam": 1, "max_len_b": 8}']
+    task, args = setup(spm_data, *flags, "--eval-bleu-branches", "fbank,unit,sample")
+    task.load_dataset("valid")
+    dataset = task.datasets["valid"]
+    torch.manual_seed(0)
+    model = task.build_model(args).eval()
+    criterion = task.build_criterion(args)
+    sample = dataset.collater([dataset[i] for i in range(len(dataset))])
+    _, _, out = task.valid_step(sample, model, criterion)
+    frontend = model.encoder.frontend
+    assert frontend.inference_branch == "fusion"
+    per_branch = {}
+    for branch in ("fusion", "fbank", "unit", "sample"):
+        frontend.inference_branch = branch
+        _, _, alone = task.valid_step(sample, model, criterion)
+        per_branch[branch] = {f"_bleu_{k}": alone[f"_bleu_{k}"] for k in BLEU_STAT_KEYS}
+    frontend.inference_branch = "fusion"
+    for branch in ("fbank", "unit", "sample"):
+        mine = {k.replace(f"_bleu_{branch}_", "_bleu_"): v for k, v in out.items() if k.startswith(f"_bleu_{branch}_")}
+        assert mine == per_branch[branch], branch
+    assert {k: v for k, v in out.items() if k in per_branch["fusion"]} == per_branch["fusion"]
+    # the branches decode different inputs: some statistic differs between fusion and fbank
+    assert per_branch["fusion"] != per_branch["fbank"]
+    with metrics.aggregate(new_root=True) as agg:
+        task.reduce_metrics([out], criterion)
+        stats = agg.get_smoothed_values()
+    assert {"bleu", "bleu_fbank", "bleu_unit", "bleu_sample"} <= set(stats)
+
+
+def test_eval_bleu_branches_are_checked(spm_data):
+    task, args = setup(spm_data, "--fusion", "fbank", "--eval-bleu", "--eval-bleu-branches", "unit")
+    with pytest.raises(ValueError, match="--eval-bleu-branches unit needs both views"):
+        task.build_model(args)
+    task, args = setup(spm_data, "--fusion", "gsgn", "--eval-bleu", "--eval-bleu-branches", "fusoin")
+    with pytest.raises(ValueError, match="--eval-bleu-branches must be one of"):
+        task.build_model(args)
+    with pytest.raises(ValueError, match="needs --eval-bleu"):
+        setup(spm_data, "--fusion", "gsgn", "--eval-bleu-branches", "fbank")

@@ -23,6 +23,7 @@ Every branch's input is computed for every utterance and selected with ``torch.w
 all parameters stay in the graph. Padding never changes real frames (masked subsamplers,
 masked views).
 """
+import contextlib
 from typing import Callable, Dict, Optional, Tuple, Type
 
 import torch
@@ -207,18 +208,33 @@ class MultiviewFrontend(nn.Module):
                              f"{[n for n, c in FUSIONS.items() if c.is_two_view()]}, got --fusion {args.fusion}")
         self.branch_sampler = BranchSampler(args.msd_schedule, args.msd_granularity)
         self.available_branches = (FBANK, UNIT, FUSION) if self.fusion.two_view else (self.fusion.natural_branch,)
+        self.check_inference_branch(args.inference_branch)
         self.inference_branch = args.inference_branch
-        if self.inference_branch not in INFERENCE_BRANCHES:
-            raise ValueError(f"--inference-branch must be one of {INFERENCE_BRANCHES}, got {self.inference_branch!r}")
-        if self.inference_branch != "fusion" and not self.fusion.two_view and not (
-            self.inference_branch in BRANCH_NAMES and BRANCH_NAMES.index(self.inference_branch) in self.available_branches
-        ):
-            raise ValueError(f"--inference-branch {self.inference_branch} needs both views; --fusion {args.fusion} has "
-                             f"only {[BRANCH_NAMES[b] for b in self.available_branches]}")
         self.inference_seed = args.inference_seed
         self.train_seed = int(getattr(args, "seed", 1))  # fairseq's --seed (model args hold every flag)
         self.num_updates = 0
         self._noise_generators: Dict[str, torch.Generator] = {}  # eval-mode noise, restarted on train()/eval()
+
+    def check_inference_branch(self, branch: str, flag: str = "--inference-branch") -> None:
+        """``branch`` must be an inference branch this fusion has (``flag`` names it in the error)."""
+        if branch not in INFERENCE_BRANCHES:
+            raise ValueError(f"{flag} must be one of {INFERENCE_BRANCHES}, got {branch!r}")
+        if branch != "fusion" and not self.fusion.two_view and not (
+            branch in BRANCH_NAMES and BRANCH_NAMES.index(branch) in self.available_branches
+        ):
+            raise ValueError(f"{flag} {branch} needs both views; --fusion {self.fusion.name} has "
+                             f"only {[BRANCH_NAMES[b] for b in self.available_branches]}")
+
+    @contextlib.contextmanager
+    def inference_branch_as(self, branch: str):
+        """Evaluates with ``branch`` as the inference branch inside the block (validation BLEU per
+        branch), then restores the model's own."""
+        self.check_inference_branch(branch)
+        saved, self.inference_branch = self.inference_branch, branch
+        try:
+            yield
+        finally:
+            self.inference_branch = saved
 
     @property
     def fbank_subsampling_layers(self) -> int:

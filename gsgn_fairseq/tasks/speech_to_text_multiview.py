@@ -34,6 +34,10 @@ on top:
   (``gsgn_fairseq/scoring.py``). BLEU goes
   through n-gram counts/totals, so it is the corpus BLEU over all batches and workers.
   ``--eval-bleu-print-samples`` logs one hypothesis/reference pair per batch.
+  ``--eval-bleu-branches B[,B...]`` decodes the validation sets once more per named inference
+  branch (``fusion``, ``fbank``, ``unit``, ``sample``) and logs each as ``bleu_<branch>``, so that a
+  multi-stage-dropout model's dev BLEU can be read with the test protocol (``sample``) beside
+  the fusion input that ``bleu`` uses.
 """
 import json
 import logging
@@ -62,17 +66,22 @@ logger = logging.getLogger(__name__)
 DEFAULT_NUM_UNITS = 500
 
 
-def bleu_logging_output(hyps: Sequence[str], refs: Sequence[str]) -> Dict[str, int]:
-    """sacreBLEU's (13a) sufficient statistics of ``hyps`` against ``refs`` as the ``_bleu_*``
+BLEU_STAT_KEYS = ["sys_len", "ref_len"] + [f"{k}_{i}" for k in ("counts", "totals") for i in range(BLEU_ORDER)]
+
+
+def bleu_logging_output(hyps: Sequence[str], refs: Sequence[str], prefix: str = "_bleu") -> Dict[str, int]:
+    """sacreBLEU's (13a) sufficient statistics of ``hyps`` against ``refs`` as the ``{prefix}_*``
     logging-output entries that ``reduce_metrics`` sums up (separate entries, so fairseq's
     fast stat sync sums them across workers)."""
-    return {f"_bleu_{k}": v for k, v in bleu_statistics(hyps, refs).items()}
+    return {f"{prefix}_{k}": v for k, v in bleu_statistics(hyps, refs).items()}
 
 
-def _compute_bleu(meters) -> float:
-    """Corpus BLEU from the summed statistics, as ``scoring.bleu_from_statistics``."""
-    keys = ["sys_len", "ref_len"] + [f"{k}_{i}" for k in ("counts", "totals") for i in range(BLEU_ORDER)]
-    return bleu_from_statistics({k: int(meters[f"_bleu_{k}"].sum) for k in keys})
+def _bleu_deriver(prefix: str):
+    """Corpus BLEU from the summed ``{prefix}_*`` statistics, as ``scoring.bleu_from_statistics``."""
+    def compute(meters) -> float:
+        return bleu_from_statistics({k: int(meters[f"{prefix}_{k}"].sum) for k in BLEU_STAT_KEYS})
+    return compute
+
 
 
 def check_data_config(path: Path) -> None:
@@ -129,6 +138,14 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
             action="store_true",
             help="with --eval-bleu, log a hypothesis and its reference for every validation batch",
         )
+        parser.add_argument(
+            "--eval-bleu-branches",
+            type=str,
+            default="",
+            metavar="B[,B...]",
+            help="with --eval-bleu, also decode with each of these inference branches (fusion, fbank, unit, "
+                 "sample) and log bleu_<branch>; 'bleu' stays the model's own --inference-branch",
+        )
 
     def __init__(self, args, tgt_dict, src_dict=None):
         super().__init__(args, tgt_dict)
@@ -141,6 +158,9 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
         self.alignment = ViewAlignment(None, args.unit_length_tolerance)  # n: set by build_model
         self._building_from_checkpoint = False
         self.eval_bleu = bool(getattr(args, "eval_bleu", False))
+        self.eval_bleu_branches = [b for b in (getattr(args, "eval_bleu_branches", "") or "").split(",") if b]
+        if self.eval_bleu_branches and not self.eval_bleu:
+            raise ValueError(f"--eval-bleu-branches {args.eval_bleu_branches} needs --eval-bleu")
         self.sequence_generator = None  # set up by build_model with --eval-bleu
         # (provenance, where it was read): of the loaded data, and of the model's checkpoint
         self.data_units_provenance = (None, None)
@@ -271,6 +291,16 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
             self._setup_eval_bleu(model)
         return model
 
+    def _check_eval_bleu_branches(self, model) -> None:
+        frontend = getattr(getattr(model, "encoder", None), "frontend", None)
+        if not self.eval_bleu_branches:
+            return
+        if frontend is None:
+            raise ValueError(f"--eval-bleu-branches {','.join(self.eval_bleu_branches)} needs a model with the "
+                             f"multiview front end (arch s2t_gsgn*)")
+        for b in self.eval_bleu_branches:
+            frontend.check_inference_branch(b, flag="--eval-bleu-branches")
+
     @property
     def building_from_checkpoint(self) -> bool:
         """True while ``build_model`` runs for a model whose weights come from a checkpoint
@@ -302,6 +332,7 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
         self.eval_bleu_lang_tags = {
             i for s, i in self.tgt_dict.indices.items() if SpeechToTextDataset.is_lang_tag(s)
         }
+        self._check_eval_bleu_branches(model)
 
     def eval_bleu_decode(self, tokens) -> str:
         """Detokenized text of target ids (EOS, BOS, padding and language tags dropped),
@@ -315,7 +346,7 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
             text = self.eval_bleu_tokenizer.decode(text)
         return text
 
-    def _inference_with_bleu(self, generator, sample, model):
+    def _inference_with_bleu(self, generator, sample, model, prefix: str = "_bleu"):
         prefix_tokens = None
         if self.eval_bleu_prefix_size > 0:
             prefix_tokens = sample["target"][:, : self.eval_bleu_prefix_size]
@@ -330,12 +361,17 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
         if getattr(self.args, "eval_bleu_print_samples", False) and hyps:
             logger.info("example hypothesis: " + hyps[0])
             logger.info("example reference: " + refs[0])
-        return bleu_logging_output(hyps, refs)
+        return bleu_logging_output(hyps, refs, prefix)
 
     def valid_step(self, sample, model, criterion):
         loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
         if self.eval_bleu and self.sequence_generator is not None:
             logging_output.update(self._inference_with_bleu(self.sequence_generator, sample, model))
+            frontend = getattr(getattr(model, "encoder", None), "frontend", None)
+            for branch in self.eval_bleu_branches:
+                with frontend.inference_branch_as(branch):
+                    logging_output.update(self._inference_with_bleu(
+                        self.sequence_generator, sample, model, prefix=f"_bleu_{branch}"))
         return loss, sample_size, logging_output
 
     def reduce_metrics(self, logging_outputs, criterion):
@@ -349,12 +385,11 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
         # One meter per statistic, summed over the batches of a validation. Plain ints (not
         # numpy arrays as in translation): the meters go into checkpoints, which torch's
         # weights_only loader must be able to read back.
-        keys = ["_bleu_sys_len", "_bleu_ref_len"]
-        keys += [f"_bleu_{kind}_{i}" for kind in ("counts", "totals") for i in range(BLEU_ORDER)]
-        for key in keys:
-            metrics.log_scalar(key, sum_logs(key))
-        # logged even when nothing matches (0), so --best-checkpoint-metric bleu always finds it
-        metrics.log_derived("bleu", _compute_bleu)
+        for name, prefix in [("bleu", "_bleu")] + [(f"bleu_{b}", f"_bleu_{b}") for b in self.eval_bleu_branches]:
+            for key in BLEU_STAT_KEYS:
+                metrics.log_scalar(f"{prefix}_{key}", sum_logs(f"{prefix}_{key}"))
+            # logged even when nothing matches (0), so --best-checkpoint-metric bleu always finds it
+            metrics.log_derived(name, _bleu_deriver(prefix))
 
     def begin_epoch(self, epoch, model):
         super().begin_epoch(epoch, model)

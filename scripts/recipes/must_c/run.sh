@@ -78,7 +78,8 @@ inference_branch=auto    # auto: the paper's protocol (sample: the third stage's
                          # fusion|fbank|unit|sample for every two-view variant
 num_workers=2
 ctc_weight=0             # > 0: CTC over the source transcript on the acoustic encoder
-eval_bleu=0              # 1: greedy dev BLEU after every epoch (logged as valid_bleu)
+eval_bleu=0              # 1: greedy dev BLEU after every epoch (logged as valid_bleu; multi-stage-dropout
+                         # variants also valid_bleu_sample, with the test protocol's branch draw)
 keep_last_epochs=1       # -1 keeps every epoch checkpoint
 precision=auto           # auto (bf16 on a GPU that has it, else fp16 on a GPU, fp32 on CPU) | bf16 | fp16 | fp32
 noise_range=""           # MIN,MAX of the noise variants; empty: measured on the gsgn run's unit view over train
@@ -112,11 +113,13 @@ variant_flags() {
     unit)           echo "$common --fusion unit" ;;
     gsgn)           echo "$common --fusion gsgn" ;;
     gsgn_drop)      echo "$common --fusion gsgn --multi-stage-dropout --msd-schedule $msd_schedule" ;;
+    gsgn_drop_nogate) echo "$common --fusion gsgn --multi-stage-dropout --msd-schedule $msd_schedule --gate-loss-weight 0" ;;
+    gsgn_drop_exact)  echo "$common --fusion gsgn --multi-stage-dropout --msd-schedule $msd_schedule --gate-target exact" ;;
     concat)         echo "$common --fusion concat" ;;
     noise_sum)      echo "$common --fusion noise-sum --noise-range=$noise_range" ;;
     noise_replace)  echo "$common --fusion noise-replace --noise-range=$noise_range" ;;
     noise_replace_drop) echo "$common --fusion noise-replace --noise-range=$noise_range --multi-stage-dropout --msd-schedule $msd_schedule" ;;
-    *) echo "unknown variant '$1' (fbank unit gsgn gsgn_drop concat noise_sum noise_replace noise_replace_drop)" >&2; return 1 ;;
+    *) echo "unknown variant '$1' (fbank unit gsgn gsgn_drop gsgn_drop_nogate gsgn_drop_exact concat noise_sum noise_replace noise_replace_drop)" >&2; return 1 ;;
   esac
 }
 
@@ -220,7 +223,9 @@ for v in "${variant_list[@]}"; do
     bleu_flags=()
     ctc_flags=()
     [ "$ctc_weight" != 0 ] && ctc_flags=(--use-ctc --ctc-weight "$ctc_weight")
+    # multi-stage-dropout models: dev BLEU with the test protocol (sample) beside the fusion input
     [ "$eval_bleu" = 1 ] && bleu_flags=(--eval-bleu --eval-bleu-args '{"beam": 1}')
+    [ "$eval_bleu" = 1 ] && has_msd "$v" && bleu_flags+=(--eval-bleu-branches sample)
     # shellcheck disable=SC2086
     "${launcher[@]}" "$BIN/fairseq-train" "$data" --user-dir "$ROOT_DIR/gsgn_fairseq" \
       --task speech_to_text_multiview --config-yaml config_st.yaml --num-units "$n_clusters" \

@@ -1,128 +1,212 @@
 #!/usr/bin/env bash
-# The reproduction study on the toy corpus (en-de), one command:
-#   Table I   FBank-only, S-feature-only, GSGN, GSGN+Drop   (test BLEU, convergence epoch)
-#   Table II  noise sum (FBank-only + noise), noise replace (GSGN with noise for units)
-#   Table III concat vs GSGN
-#   inference-branch robustness of GSGN+Drop (fusion / fbank / unit / sample inputs)
-#   convergence: epochs and wall-clock to reach FBank-only's best dev BLEU
-#   figures: learning curves, gradient conflict, gate means -> docs/figures/
-# and writes every table into docs/RESULTS.md.
+# The reproduction study, to convergence, over seeds (the toy corpus by default, or any corpus
+# in the MuST-C release layout):
+#   table1     FBank-only, S-feature-only, GSGN, GSGN+Drop                       (every seed)
+#   ablations  GSGN+Drop without the gate loss, and with the exact target        (every seed)
+#   table3     concat                                                            (--side-seeds)
+#   table2     noise sum (FBank + noise), noise replace (noise for the S-feature)  (--side-seeds)
+#   mfcc       S-feature-only, GSGN, GSGN+Drop on MFCC k-means units              (--side-seeds)
+# then the report: test BLEU / chrF / convergence epoch as mean ± sd over seeds, paired
+# bootstrap p-values per seed, epochs and wall-clock to FBank-only's best dev BLEU, figures,
+# all written to $EXP/report/ (and to docs/RESULTS.md with --results FILE).
 #
-#   scripts/recipes/toy/run_study.sh [--parallel 2] [--with-noise] [--seeds 1,2]
+#   scripts/recipes/toy/run_study.sh [--data-root data/toy_study] [--tgt-lang de] [--exp exp/toy_study]
+#       [--units hubert-toy] [--seeds 1,2,3] [--side-seeds 1] [--parts table1,ablations,table3,table2,mfcc]
+#       [--parallel 2] [--patience 5] [--max-epoch 80] [--results docs/RESULTS.md] [--report-only]
 #
-# --with-noise adds the Table II runs (noise_sum, noise_replace): two more trainings.
-# --seeds trains every variant once per seed (seed 1 in exp/toy_demo, seed S in
-# exp/toy_demo_seedS) and adds a table of per-seed BLEU and convergence epoch with their mean
-# and standard deviation; robustness, figures and the single-seed tables use seed 1.
-# It shares data, settings and the experiment directory with run_demo.sh (toy_flags.sh), so
-# runs the demo finished are reused, and a rerun resumes (the recipe's .done markers).
-# With --parallel N, N recipe processes train different variants side by side, one thread each.
+# Every training stops early (--patience validations without a better dev loss) under a cap
+# (--max-epoch) well above where runs stop; the best --n-avg checkpoints are averaged and the
+# epoch of the last of them is the convergence epoch (the paper's definition).
+# Multi-stage dropout: the paper's schedule "1:0.3,0.0;10:0.5,0.3;25:0.3,0.0" is for
+# MuST-C En-De, where FBank-only converges at epoch 40; its stage epochs are scaled by E/40,
+# E = FBank-only's convergence epoch of the first seed, which therefore trains first
+# ($EXP/msd_schedule.json records E and the schedule; --msd-schedule fixes it instead).
+#
+# Layout: $EXP/seed$S/<variant>/ (runs of seed S), $EXP/mfcc/seed$S/ with the MFCC units in
+# $EXP/data_mfcc (a hard-linked copy of the corpus), $EXP/hubert_toy/ (the pretrained toy HuBERT).
+# A rerun resumes: each training from its checkpoint_last.pt, each stage from its .done marker.
+# The default --data-root is generated (the toy corpus); any other must already exist.
 set -euo pipefail
 log() { echo "[$(date '+%Y-%m-%d %H:%M:%S')] (run_study.sh) $*"; }
 ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 cd "$ROOT_DIR"
-PY=.venv/bin/python
-BIN=.venv/bin
+PY=${PY:-$ROOT_DIR/.venv/bin/python}
+BIN=$(dirname "$PY")
 source scripts/recipes/toy/toy_flags.sh
 
-parallel=1
-noise=0
-seeds=1
+data_root=data/toy_study
+tgt_lang=de
+exp=exp/toy_study
+units=hubert-toy
+seeds=1,2,3
+side_seeds=""            # default: the first of --seeds
+parts=table1,ablations,table3,table2,mfcc
+parallel=2
+patience=5
+max_epoch=80
+n_avg=$TOY_N_AVG
+msd_schedule=""          # default: the paper's, scaled to FBank-only's convergence epoch
+results=""
+report_only=0
+extra=""                 # more run.sh flags for every training, e.g. "--arch s2t_gsgn_s --max-tokens 40000"
 while [ $# -gt 0 ]; do
   case $1 in
-    --parallel) parallel=$2; shift 2 ;;
-    --with-noise) noise=1; shift ;;
-    --seeds) seeds=$2; shift 2 ;;
+    --report-only) report_only=1; shift; continue ;;
+  esac
+  name=${1#--}; name=${name//-/_}
+  [ $# -ge 2 ] || { echo "missing value for $1" >&2; exit 1; }
+  case $name in
+    data_root|tgt_lang|exp|units|seeds|side_seeds|parts|parallel|patience|max_epoch|n_avg|msd_schedule|results|extra)
+      printf -v "$name" '%s' "$2"; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 1 ;;
   esac
 done
-data=$TOY_DATA; exp=$TOY_EXP
 IFS=, read -r -a seed_list <<< "$seeds"
-[ "${seed_list[0]}" = 1 ] || { echo "--seeds must start with 1 (the seed of the demo's runs), got $seeds" >&2; exit 1; }
-seed_exp() { if [ "$1" = 1 ]; then echo "$exp"; else echo "${exp}_seed$1"; fi; }
-variants=(fbank gsgn_drop unit gsgn concat)
-[ $noise = 1 ] && variants+=(noise_sum noise_replace)
+side_seeds=${side_seeds:-${seed_list[0]}}
+IFS=, read -r -a side_list <<< "$side_seeds"
+IFS=, read -r -a part_list <<< "$parts"
+for p in "${part_list[@]}"; do
+  case $p in table1|ablations|table3|table2|mfcc) ;; *) echo "--parts: unknown part '$p' (table1 ablations table3 table2 mfcc)" >&2; exit 1 ;; esac
+done
+has_part() { [[ ",$parts," == *",$1,"* ]]; }
+first=${seed_list[0]}
+mkdir -p "$exp"
+data=$data_root/en-$tgt_lang
 
-$PY scripts/make_toy_corpus.py --out "$data" --pairs de
-# shellcheck disable=SC2046
-scripts/recipes/must_c/run.sh $(toy_recipe_flags "$data" "$exp" "$TOY_MAX_EPOCH" "$TOY_N_AVG") \
-  --msd-schedule "$TOY_SCHEDULE" --stage 0 --stop-stage 1
+# run.sh flags shared by every stage: the toy settings, then the study's
+recipe_flags() {  # $1 data root, $2 exp dir, $3 units
+  # shellcheck disable=SC2046
+  echo $(toy_recipe_flags "$1" "$2" "$max_epoch" "$n_avg") --tgt-lang "$tgt_lang" --units "$3" \
+    --patience "$patience" --keep-last-epochs 1 $extra
+}
 
-train_all() {  # $@: seed:variant jobs, $parallel at a time
-  local jobs=("$@") pids=() w
+if [ $report_only = 0 ]; then
+  if [ "$data_root" = data/toy_study ]; then
+    $PY scripts/make_toy_corpus.py --out "$data_root" --pairs "$tgt_lang"
+  elif [ ! -d "$data/data" ]; then
+    echo "--data-root $data_root: no $data/data (the MuST-C release layout: en-$tgt_lang/data/{train,dev,tst-COMMON}/...)" >&2
+    exit 1
+  fi
+  log "prep and $units units ($data)"
+  # shellcheck disable=SC2046
+  scripts/recipes/must_c/run.sh $(recipe_flags "$data_root" "$exp" "$units") --stage 0 --stop-stage 1
+  if has_part mfcc; then
+    mdata_root=$exp/data_mfcc
+    if [ ! -f "$exp/.done/data_mfcc" ]; then
+      log "MFCC units in $mdata_root (a hard-linked copy of $data_root/en-$tgt_lang)"
+      rm -rf "$mdata_root"; mkdir -p "$mdata_root"
+      cp -al "$data" "$mdata_root/en-$tgt_lang"
+      # the copy's own units: unlink (not overwrite) the linked ones; TSVs are rewritten by rename
+      rm -rf "$mdata_root/en-$tgt_lang"/units.zip "$mdata_root/en-$tgt_lang"/units.json "$mdata_root/en-$tgt_lang"/units_shards
+      # shellcheck disable=SC2046
+      scripts/recipes/must_c/run.sh $(recipe_flags "$mdata_root" "$exp/mfcc" mfcc) --stage 1 --stop-stage 1
+      touch "$exp/.done/data_mfcc"
+    fi
+  fi
+fi
+
+# ---- the jobs: "group:seed:variant", the first seed's FBank-only first (it fixes the schedule)
+jobs=()
+add() { for s in $2; do for v in $3; do jobs+=("$1:$s:$v"); done; done; }
+for s in "${seed_list[@]}"; do
+  has_part table1 && add main "$s" "fbank unit gsgn gsgn_drop"
+  has_part ablations && add main "$s" "gsgn_drop_nogate gsgn_drop_exact"
+done
+for s in "${side_list[@]}"; do
+  has_part table3 && add main "$s" concat
+  has_part mfcc && add mfcc "$s" "unit gsgn gsgn_drop"
+  has_part table2 && add main "$s" "noise_sum noise_replace"
+done
+
+group_data() { if [ "$1" = mfcc ]; then echo "$exp/data_mfcc"; else echo "$data_root"; fi; }
+group_units() { if [ "$1" = mfcc ]; then echo mfcc; else echo "$units"; fi; }
+run_dir() { if [ "$1" = mfcc ]; then echo "$exp/mfcc/seed$2"; else echo "$exp/seed$2"; fi; }
+
+schedule_json=$exp/msd_schedule.json
+scale_schedule() {  # the paper's schedule scaled to FBank-only's convergence epoch (first seed)
+  [ -f "$schedule_json" ] && return 0
+  local avg=$exp/seed$first/fbank/checkpoint_avg$n_avg.pt.json
+  [ -f "$avg" ] || return 1
+  $PY - "$avg" "$schedule_json" "$msd_schedule" <<'EOF'
+import json, sys
+avg, out, fixed = sys.argv[1:]
+E = int(json.load(open(avg))["convergence_epoch"])
+if fixed:
+    schedule, how = fixed, "given with --msd-schedule"
+else:
+    # paper (MuST-C En-De): stages at epochs 1, 10, 25 with FBank-only converging at epoch 40
+    e2 = max(2, round(10 * E / 40)); e3 = max(e2 + 1, round(25 * E / 40))
+    schedule = f"1:0.3,0.0;{e2}:0.5,0.3;{e3}:0.3,0.0"
+    how = f"the paper's 1:0.3,0.0;10:0.5,0.3;25:0.3,0.0 (FBank-only converges at 40) with its epochs scaled by {E}/40"
+json.dump({"fbank_convergence_epoch": E, "msd_schedule": schedule, "how": how}, open(out + ".tmp", "w"), indent=2)
+import os; os.replace(out + ".tmp", out)
+print(schedule)
+EOF
+}
+ready() {  # $1 job: can it start now?
+  local g s v
+  IFS=: read -r g s v <<< "$1"
+  case $v in
+    gsgn_drop*) scale_schedule >/dev/null || [ -f "$claims/main:$first:fbank/failed" ] ;;
+    # Table II's noise spans the S-feature's range, measured (run.sh) on this seed's gsgn run
+    noise_*) [ -f "$exp/seed$s/.done/average.gsgn" ] || [ -f "$claims/main:$s:gsgn/failed" ] || ! has_job "main:$s:gsgn" ;;
+    *) return 0 ;;
+  esac
+}
+has_job() { [[ " ${jobs[*]} " == *" $1 "* ]]; }
+run_job() {  # $1 job, $2 threads
+  local g s v sched d
+  IFS=: read -r g s v <<< "$1"
+  [ -f "$schedule_json" ] || scale_schedule >/dev/null || true
+  sched=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['msd_schedule'])" "$schedule_json" 2>/dev/null) || {
+    case $v in gsgn_drop*) echo "no multi-stage-dropout schedule: $schedule_json (FBank-only of seed $first did not finish)" >&2; return 1 ;; esac
+    sched="1:0.3,0.0;10:0.5,0.3;25:0.3,0.0"  # unused by the variants without multi-stage dropout
+  }
+  d=$(run_dir "$g" "$s")
+  log "start $1 in $d (msd schedule $sched)"
+  # shellcheck disable=SC2046
+  OMP_NUM_THREADS=$2 scripts/recipes/must_c/run.sh $(recipe_flags "$(group_data "$g")" "$d" "$(group_units "$g")") \
+    --msd-schedule "$sched" --seed "$s" --variants "$v" --stage 2 --stop-stage 4
+}
+
+claims=$exp/.claims
+worker() {  # $1 worker id, $2 threads: takes the first unclaimed job that is ready, until none is left
+  local j picked pending
+  while true; do
+    picked=""; pending=0
+    for j in "${jobs[@]}"; do
+      [ -d "$claims/$j" ] && continue
+      pending=1
+      ready "$j" || continue
+      if mkdir "$claims/$j" 2>/dev/null; then picked=$j; break; fi
+    done
+    if [ -z "$picked" ]; then
+      [ $pending = 0 ] && return 0
+      sleep 20; continue
+    fi
+    if run_job "$picked" "$2"; then log "done $picked"; else
+      log "FAILED $picked (see $exp/study_worker$1.log)"; touch "$claims/$picked/failed"
+    fi
+  done
+}
+
+if [ $report_only = 0 ]; then
+  rm -rf "$claims"; mkdir -p "$claims"
+  threads=$(( $(nproc) / parallel )); [ "$threads" -ge 1 ] || threads=1
+  log "${#jobs[@]} trainings, $parallel at a time ($threads threads each): ${jobs[*]}"
+  pids=()
   for ((w = 0; w < parallel; w++)); do
-    threads=$(( $(nproc) / parallel )); [ "$threads" -ge 1 ] || threads=1
-    (
-      for ((i = w; i < ${#jobs[@]}; i += parallel)); do
-        s=${jobs[$i]%%:*}; v=${jobs[$i]#*:}
-        # shellcheck disable=SC2046
-        OMP_NUM_THREADS=$threads scripts/recipes/must_c/run.sh \
-          $(toy_recipe_flags "$data" "$(seed_exp "$s")" "$TOY_MAX_EPOCH" "$TOY_N_AVG") \
-          --msd-schedule "$TOY_SCHEDULE" --seed "$s" --variants "$v" --stage 2 --stop-stage 4
-      done
-    ) >> "$exp/study_worker$w.log" 2>&1 &
+    worker "$w" "$threads" >> "$exp/study_worker$w.log" 2>&1 &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p"; done
-}
-log "training ${variants[*]} with seeds ${seed_list[*]} ($parallel at a time)"
-main_jobs=(); noise_jobs=()  # seed-major so seed 1 finishes first; the noise runs need gsgn's unit range
-for s in "${seed_list[@]}"; do for v in "${variants[@]}"; do
-  case $v in noise_*) noise_jobs+=("$s:$v") ;; *) main_jobs+=("$s:$v") ;; esac
-done; done
-train_all "${main_jobs[@]}"
-[ ${#noise_jobs[@]} -eq 0 ] || train_all "${noise_jobs[@]}"
-
-log "inference branches of gsgn_drop"
-run=$exp/gsgn_drop
-rows="| inference input | tst-COMMON BLEU |\n|---|---|"
-for branch in fusion fbank unit sample; do
-  out=$run/generate-tst-COMMON.$branch.txt
-  if [ ! -f "$run/bleu-tst-COMMON.$branch.json" ]; then
-    $BIN/fairseq-generate "$data/en-de" --user-dir gsgn_fairseq --task speech_to_text_multiview \
-      --config-yaml config_st.yaml --gen-subset tst-COMMON_st --path "$run/checkpoint_avg$TOY_N_AVG.pt" \
-      --model-overrides "{'inference_branch': '$branch'}" --beam 5 --lenpen 1.0 --max-tokens 50000 \
-      --required-batch-size-multiple 1 --scoring sacrebleu > "$out"
-    "$(dirname "$PY")/gsgn-score" "$out" --tsv "$data/en-de/tst-COMMON_st.tsv" --json "$run/bleu-tst-COMMON.$branch.json"
-  fi
-  bleu=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['bleu'])" "$run/bleu-tst-COMMON.$branch.json")
-  rows="$rows\n| $branch | $bleu |"
-done
-echo -e "$rows" > "$exp/robustness.md"
-
-log "tables, convergence, figures"
-$PY scripts/results_table.py --exp-dir "$exp" --variants fbank,unit,gsgn,gsgn_drop --out "$exp/table1.md"
-tables=("Table I:table1" "Table III:table3" "Inference branches:robustness" "Convergence:convergence")
-if [ $noise = 1 ]; then
-  $PY scripts/results_table.py --exp-dir "$exp" --variants fbank,noise_sum,gsgn,noise_replace --out "$exp/table2.md"
-  tables+=("Table II:table2")
-fi
-$PY scripts/results_table.py --exp-dir "$exp" --variants concat,gsgn --out "$exp/table3.md"
-logs=()
-for v in "${variants[@]}"; do logs+=("$v=$exp/$v/train.log"); done
-$PY scripts/convergence.py --baseline "fbank=$exp/fbank/train.log" \
-  --runs $(printf '%s ' "${logs[@]:1}") --out "$exp/convergence.md"
-$PY scripts/plot_training.py --out-dir docs/figures --logs "${logs[@]}"
-
-if [ ${#seed_list[@]} -gt 1 ]; then
-  dirs=(); for s in "${seed_list[@]}"; do dirs+=("$(seed_exp "$s")"); done
-  $PY scripts/results_table.py --exp-dir "${dirs[@]}" --names "$(printf 'seed %s,' "${seed_list[@]}" | sed 's/,$//')" \
-    --variants "$(IFS=,; echo "${variants[*]}")" --out "$exp/seeds.md"
-  for s in "${seed_list[@]:1}"; do
-    d=$(seed_exp "$s"); slogs=()
-    for v in "${variants[@]}"; do slogs+=("$v=$d/$v/train.log"); done
-    $PY scripts/convergence.py --baseline "fbank=$d/fbank/train.log" --runs $(printf '%s ' "${slogs[@]:1}") \
-      --out "$d/convergence.md"
-    { echo; echo "Convergence, seed $s:"; echo; cat "$d/convergence.md"; } >> "$exp/seeds.md"
-  done
-  tables+=("Seeds:seeds")
+  failed=$(find "$claims" -name failed | wc -l)
+  [ "$failed" = 0 ] || log "$failed trainings failed: $(find "$claims" -name failed -printf '%h ' | sed "s|$claims/||g")"
 fi
 
-suffix=""; [ $noise = 1 ] && suffix=" --with-noise"
-[ ${#seed_list[@]} -gt 1 ] && suffix="$suffix --seeds $seeds"
-cmd="scripts/recipes/toy/run_study.sh --parallel $parallel$suffix"
-for t in "${tables[@]}"; do
-  $PY scripts/update_results.py --section "Toy study: ${t%%:*}" --table "$exp/${t##*:}.md" \
-    --command "$cmd" --file docs/RESULTS.md
-done
-log "done: docs/RESULTS.md"
+log "report -> $exp/report"
+# shellcheck disable=SC2086
+$PY scripts/study_report.py --exp "$exp" --data "$data" --seeds "$seeds" --side-seeds "$side_seeds" \
+  --n-avg "$n_avg" --units "$units" ${results:+--results "$results"} \
+  --command "scripts/recipes/toy/run_study.sh --data-root $data_root --tgt-lang $tgt_lang --exp $exp --units $units --seeds $seeds --parts $parts"
+log "done"
