@@ -198,24 +198,65 @@ def bleu_from_statistics(stats: Dict[str, int]) -> float:
     return round(b.score, 2)
 
 
+def paired_bootstrap(hyps: Sequence[str], baseline_hyps: Sequence[str], refs: Sequence[str],
+                     n_samples: int = 1000) -> dict:
+    """sacreBLEU's paired bootstrap resampling (Koehn, 2004) of a system against a baseline on
+    the same references, for BLEU and chrF: each score with its bootstrap mean and 95%
+    confidence interval, and the system's p-value (the chance that a difference this large
+    arises from the test set's sampling alone; sacreBLEU's fixed resampling seed)."""
+    from sacrebleu.significance import PairedTest
+
+    if not len(hyps) == len(baseline_hyps) == len(refs):
+        raise ScoringError(f"paired bootstrap needs one hypothesis of each system per reference: "
+                           f"{len(hyps)} and {len(baseline_hyps)} for {len(refs)} references")
+    test = PairedTest([("baseline", list(baseline_hyps)), ("system", list(hyps))],
+                      {"BLEU": sacrebleu.metrics.BLEU(), "chrF": sacrebleu.metrics.CHRF()},
+                      references=[list(refs)], test_type="bs", n_samples=n_samples)
+    signatures, scores = test()
+    out = {"n_samples": n_samples}
+    for metric, key in (("BLEU", "bleu"), ("chrF2", "chrf")):
+        base, system = scores[metric]
+        out[key] = {"baseline": base.score, "baseline_mean": base.mean, "baseline_ci": base.ci,
+                    "system": system.score, "system_mean": system.mean, "system_ci": system.ci,
+                    "p_value": system.p_value, "signature": str(signatures[metric])}
+    return out
+
+
+def read_references(tsv: Optional[Path], refs_file: Optional[Path]) -> List[str]:
+    if (tsv is None) == (refs_file is None):
+        raise ScoringError("give the references as exactly one of --tsv (the split's TSV) or --refs (a text file)")
+    return read_tsv_references(tsv) if tsv is not None else read_text_references(refs_file)
+
+
+def read_scorable_hypotheses(path: Path, refs: List[str], refs_name: str) -> List[str]:
+    """The ``D-`` hypotheses of a ``fairseq-generate`` output in reference order, checked."""
+    output = read_generate_output(Path(path))
+    hyps = align(output, refs, f"{path} against {refs_name}")
+    check_not_space_stripped(output, refs, str(path))
+    return hyps
+
+
 def score_generate_output(path: Path, tsv: Optional[Path] = None, refs_file: Optional[Path] = None,
-                          agree_tolerance: float = 0.01) -> dict:
+                          agree_tolerance: float = 0.01, baseline: Optional[Path] = None,
+                          n_samples: int = 1000) -> dict:
     """Score a ``fairseq-generate`` output against the data's references.
 
     Returns :func:`corpus_scores` plus ``references`` (where they came from) and, when the
     output has fairseq's ``--scoring sacrebleu`` line, ``fairseq_bleu`` and ``fairseq_agrees``
     (fairseq scores against its re-encoded ``T-`` lines; a difference means the
-    SentencePiece round trip changed some references).
+    SentencePiece round trip changed some references). With ``baseline`` (another
+    ``fairseq-generate`` output of the same split), ``paired_bs`` holds
+    :func:`paired_bootstrap` of this output against it.
     """
-    if (tsv is None) == (refs_file is None):
-        raise ScoringError("give the references as exactly one of --tsv (the split's TSV) or --refs (a text file)")
+    refs = read_references(tsv, refs_file)
     output = read_generate_output(Path(path))
-    refs = read_tsv_references(tsv) if tsv is not None else read_text_references(refs_file)
-    where = f"{path} against {tsv or refs_file}"
-    hyps = align(output, refs, where)
+    hyps = align(output, refs, f"{path} against {tsv or refs_file}")
     check_not_space_stripped(output, refs, str(path))
     out = corpus_scores(hyps, refs)
     out["references"] = str(tsv or refs_file)
+    if baseline is not None:
+        base_hyps = read_scorable_hypotheses(baseline, refs, str(tsv or refs_file))
+        out["paired_bs"] = dict(paired_bootstrap(hyps, base_hyps, refs, n_samples), baseline_output=str(baseline))
     if output.fairseq_bleu is not None:
         out["fairseq_bleu"] = output.fairseq_bleu
         out["fairseq_agrees"] = abs(output.fairseq_bleu - out["bleu"]) <= agree_tolerance

@@ -299,3 +299,40 @@ def test_gate_summary_and_learning_table_read_fairseq_logs(tmp_path):
     md = learning_table.table({"ours": tmp_path / "ours", "s2t": tmp_path / "s2t"})
     assert "| epoch | dev accuracy ours | dev accuracy s2t |" in md and "| 2 | 60.00 | 70.00 |" in md
     assert "| ours | 12.50 | 40.00 | 60.00 | 2 |" in md and "| s2t | - | - | 70.00 | 2 |" in md
+
+
+def _gen(path, hyps):
+    path.write_text("".join(f"D-{i}\t-0.1\t{h}\n" for i, h in reversed(list(enumerate(hyps)))), encoding="utf-8")
+    return path
+
+
+def test_paired_bootstrap_against_a_baseline(tmp_path):
+    """``--paired-bs``: sacreBLEU's paired bootstrap; a system far better than its baseline on
+    many sentences is significant, one equal to it is not, and the baseline's score is its own."""
+    import random
+
+    rng = random.Random(0)
+    words = "der die das Hund Katze Garten schläft läuft im am ein kleiner großer Test heute".split()
+    refs = [" ".join(rng.choice(words) for _ in range(8)) for _ in range(60)]
+    tsv = _tsv(tmp_path / "tst_st.tsv", refs)
+    good = _gen(tmp_path / "good.txt", [r if i % 6 else r.split(" ", 1)[1] for i, r in enumerate(refs)])
+    bad = _gen(tmp_path / "bad.txt", [" ".join(r.split()[:4]) for r in refs])
+    res = score_generate_output(good, tsv=tsv, baseline=bad, n_samples=200)
+    bs = res["paired_bs"]
+    assert bs["bleu"]["system"] == pytest.approx(res["bleu"], abs=0.01)
+    assert bs["bleu"]["baseline"] == pytest.approx(score_generate_output(bad, tsv=tsv)["bleu"], abs=0.01)
+    assert bs["bleu"]["p_value"] < 0.01 and bs["chrf"]["p_value"] < 0.01
+    assert bs["bleu"]["system_ci"] > 0 and bs["n_samples"] == 200
+    # one sentence apart: a difference the test set's sampling explains
+    near = _gen(tmp_path / "near.txt", [r if i % 6 else r.split(" ", 1)[1] for i, r in enumerate(refs[:-1])] + ["x"])
+    close = score_generate_output(good, tsv=tsv, baseline=near, n_samples=200)["paired_bs"]
+    assert close["bleu"]["p_value"] > 0.05
+    # the baseline is held to the same checks: every reference needs a hypothesis
+    short = _gen(tmp_path / "short.txt", refs[:-1])
+    with pytest.raises(ScoringError, match="short.txt against .*1 of 60 references have no hypothesis"):
+        score_generate_output(good, tsv=tsv, baseline=short)
+    proc = subprocess.run([str(BIN / "gsgn-score"), good, "--tsv", tsv, "--paired-bs", bad,
+                           "--paired-bs-samples", "100", "--json", tmp_path / "s.json"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "paired bootstrap (100 resamples)" in proc.stdout and "p = " in proc.stdout
+    assert json.loads((tmp_path / "s.json").read_text())["paired_bs"]["baseline_output"] == str(bad)

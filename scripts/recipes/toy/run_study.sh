@@ -31,7 +31,7 @@ log() { echo "[$(date '+%Y-%m-%d %H:%M:%S')] (run_study.sh) $*"; }
 ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 cd "$ROOT_DIR"
 PY=${PY:-$ROOT_DIR/.venv/bin/python}
-BIN=$(dirname "$PY")
+RUN_SH=${RUN_SH:-scripts/recipes/must_c/run.sh}  # the recipe (a test puts a stand-in here)
 source scripts/recipes/toy/toy_flags.sh
 
 data_root=data/toy_study
@@ -89,7 +89,7 @@ if [ $report_only = 0 ]; then
   fi
   log "prep and $units units ($data)"
   # shellcheck disable=SC2046
-  scripts/recipes/must_c/run.sh $(recipe_flags "$data_root" "$exp" "$units") --stage 0 --stop-stage 1
+  "$RUN_SH" $(recipe_flags "$data_root" "$exp" "$units") --stage 0 --stop-stage 1
   if has_part mfcc; then
     mdata_root=$exp/data_mfcc
     if [ ! -f "$exp/.done/data_mfcc" ]; then
@@ -99,23 +99,24 @@ if [ $report_only = 0 ]; then
       # the copy's own units: unlink (not overwrite) the linked ones; TSVs are rewritten by rename
       rm -rf "$mdata_root/en-$tgt_lang"/units.zip "$mdata_root/en-$tgt_lang"/units.json "$mdata_root/en-$tgt_lang"/units_shards
       # shellcheck disable=SC2046
-      scripts/recipes/must_c/run.sh $(recipe_flags "$mdata_root" "$exp/mfcc" mfcc) --stage 1 --stop-stage 1
+      "$RUN_SH" $(recipe_flags "$mdata_root" "$exp/mfcc" mfcc) --stage 1 --stop-stage 1
       touch "$exp/.done/data_mfcc"
     fi
   fi
 fi
 
-# ---- the jobs: "group:seed:variant", the first seed's FBank-only first (it fixes the schedule)
+# ---- the jobs: "group:seed:variant", part by part in --parts order, seed by seed; the first
+# seed's FBank-only comes first (it fixes the schedule of the multi-stage-dropout runs)
 jobs=()
-add() { for s in $2; do for v in $3; do jobs+=("$1:$s:$v"); done; done; }
-for s in "${seed_list[@]}"; do
-  has_part table1 && add main "$s" "fbank unit gsgn gsgn_drop"
-  has_part ablations && add main "$s" "gsgn_drop_nogate gsgn_drop_exact"
-done
-for s in "${side_list[@]}"; do
-  has_part table3 && add main "$s" concat
-  has_part mfcc && add mfcc "$s" "unit gsgn gsgn_drop"
-  has_part table2 && add main "$s" "noise_sum noise_replace"
+add() { local s v; for s in $2; do for v in $3; do jobs+=("$1:$s:$v"); done; done; }
+for p in "${part_list[@]}"; do
+  case $p in
+    table1) add main "${seed_list[*]}" "fbank unit gsgn gsgn_drop" ;;
+    ablations) add main "${seed_list[*]}" "gsgn_drop_nogate gsgn_drop_exact" ;;
+    table3) add main "${side_list[*]}" concat ;;
+    mfcc) add mfcc "${side_list[*]}" "unit gsgn gsgn_drop" ;;
+    table2) add main "${side_list[*]}" "noise_sum noise_replace" ;;
+  esac
 done
 
 group_data() { if [ "$1" = mfcc ]; then echo "$exp/data_mfcc"; else echo "$data_root"; fi; }
@@ -165,7 +166,7 @@ run_job() {  # $1 job, $2 threads
   d=$(run_dir "$g" "$s")
   log "start $1 in $d (msd schedule $sched)"
   # shellcheck disable=SC2046
-  OMP_NUM_THREADS=$2 scripts/recipes/must_c/run.sh $(recipe_flags "$(group_data "$g")" "$d" "$(group_units "$g")") \
+  OMP_NUM_THREADS=$2 "$RUN_SH" $(recipe_flags "$(group_data "$g")" "$d" "$(group_units "$g")") \
     --msd-schedule "$sched" --seed "$s" --variants "$v" --stage 2 --stop-stage 4
 }
 
