@@ -70,7 +70,7 @@ for p in "${part_list[@]}"; do
 done
 has_part() { [[ ",$parts," == *",$1,"* ]]; }
 first=${seed_list[0]}
-mkdir -p "$exp"
+mkdir -p "$exp/.done"
 data=$data_root/en-$tgt_lang
 
 # run.sh flags shared by every stage: the toy settings, then the study's

@@ -1,0 +1,176 @@
+"""The reproduction study: run_study.sh's job order, dependencies and scaled multi-stage-dropout
+schedule (with a stand-in recipe), and study_report.py's tables, significance, convergence,
+dips and claims on synthetic runs."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import study_report  # scripts/ (pytest.ini: pythonpath)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+STAND_IN = """#!/usr/bin/env bash
+# records its call; fakes what the study reads from a finished training
+exp=""; variants=""; stage=""; seed=""; sched=""; units=""; root=""
+while [ $# -gt 0 ]; do
+  case $1 in --exp) exp=$2;; --variants) variants=$2;; --stage) stage=$2;; --seed) seed=$2;;
+    --msd-schedule) sched=$2;; --units) units=$2;; --data-root) root=$2;; esac; shift 2
+done
+echo "$exp|$variants|$stage|$seed|$sched|$units|$root" >> "$CALLS"
+[ "$stage" = 2 ] || exit 0
+[ "$variants" = unit ] && [ -n "${FAIL_UNIT:-}" ] && exit 3
+mkdir -p "$exp/$variants" "$exp/.done"
+echo '{"convergence_epoch": 24}' > "$exp/$variants/checkpoint_avg5.pt.json"
+touch "$exp/.done/average.$variants"
+"""
+
+
+def _study(tmp_path, *args, **env):
+    stand_in = tmp_path / "run.sh"
+    stand_in.write_text(STAND_IN)
+    stand_in.chmod(0o755)
+    (tmp_path / "corpus/en-de/data").mkdir(parents=True, exist_ok=True)
+    calls = tmp_path / "calls"
+    e = {**os.environ, "RUN_SH": str(stand_in), "CALLS": str(calls), "PY": sys.executable, **env}
+    p = subprocess.run([str(ROOT / "scripts/recipes/toy/run_study.sh"), "--data-root", str(tmp_path / "corpus"),
+                        "--exp", str(tmp_path / "exp"), *args], cwd=ROOT, env=e, capture_output=True, text=True,
+                       timeout=300)
+    rows = [line.split("|") for line in calls.read_text().splitlines()] if calls.is_file() else []
+    return p, rows
+
+
+def test_study_schedule_scaled_to_fbank_convergence_and_job_order(tmp_path):
+    p, rows = _study(tmp_path, "--seeds", "1,2", "--parts", "table1,ablations,table3,mfcc", "--parallel", "2")
+    assert "report" in p.stdout  # training finished (the report itself has no data here)
+    exp = tmp_path / "exp"
+    schedule = json.loads((exp / "msd_schedule.json").read_text())
+    # the paper's stage epochs 10 and 25 for FBank-only's 40, scaled to the stand-in's 24
+    assert schedule == {"fbank_convergence_epoch": 24, "msd_schedule": "1:0.3,0.0;6:0.5,0.3;15:0.3,0.0",
+                        "how": schedule["how"]}
+    trains = [r for r in rows if r[2] == "2"]
+    runs = {(r[3], r[1]): r for r in trains}
+    assert set(runs) == {(s, v) for s in "12" for v in ("fbank", "unit", "gsgn", "gsgn_drop", "gsgn_drop_nogate",
+                                                          "gsgn_drop_exact")} | {("1", "concat")}
+    # every multi-stage-dropout run, of every seed, trains with the scaled schedule, after fbank of seed 1
+    order = [(r[3], r[1]) for r in trains]
+    for key, r in runs.items():
+        if key[1].startswith("gsgn_drop"):
+            assert r[4] == "1:0.3,0.0;6:0.5,0.3;15:0.3,0.0", r
+            assert order.index(key) > order.index(("1", "fbank"))
+    assert runs[("2", "gsgn")][0] == str(exp / "seed2")
+    # Table I over every seed before the ablations
+    assert max(order.index((s, v)) for s in "12" for v in ("fbank", "unit", "gsgn")) < \
+        min(order.index((s, v)) for s in "12" for v in ("gsgn_drop_nogate", "gsgn_drop_exact"))
+    # units: the study's for its own runs, MFCC in a copy of the corpus for the mfcc part
+    prep = [r for r in rows if r[2] in ("0", "1")]
+    assert prep[0][5] == "hubert-toy" and prep[0][6] == str(tmp_path / "corpus")
+    assert any(r[5] == "mfcc" and r[6] == str(exp / "data_mfcc") for r in prep)
+    # a rerun starts no training that finished (the stand-in leaves no .done/train markers, run.sh's job)
+
+
+def test_study_failed_dependency_is_named_and_others_go_on(tmp_path):
+    p, rows = _study(tmp_path, "--seeds", "1", "--parts", "table1", "--parallel", "1", FAIL_UNIT="1")
+    assert "FAILED main:1:unit" in (tmp_path / "exp/study_worker0.log").read_text()
+    assert "1 trainings failed: main:1:unit" in p.stdout
+    assert {r[1] for r in rows if r[2] == "2"} == {"fbank", "unit", "gsgn", "gsgn_drop"}
+
+
+def test_study_refuses_unknown_part_and_missing_corpus(tmp_path):
+    p, _ = _study(tmp_path, "--parts", "table1,tabel2")
+    assert p.returncode != 0 and "unknown part 'tabel2'" in p.stderr
+    stand_in = tmp_path / "run.sh"
+    p = subprocess.run([str(ROOT / "scripts/recipes/toy/run_study.sh"), "--data-root", str(tmp_path / "nowhere"),
+                        "--exp", str(tmp_path / "exp2")], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "RUN_SH": str(stand_in), "PY": sys.executable})
+    assert p.returncode != 0 and "the MuST-C release layout" in p.stderr
+
+
+# ---------------------------------------------------------------- the report
+REFS = [f"der hund {w} im garten heute" for w in ("schläft", "läuft", "bellt", "spielt", "wartet", "frisst")] * 5
+
+
+def _log(path, bleus, wall=10.0, sample=None, gates=False):
+    lines = []
+    for e, b in enumerate(bleus, 1):
+        inner = {"epoch": e, "num_updates": str(e * 10), "loss": "3.0"}
+        rec = {"epoch": e, "train_loss": "3.0", "train_wall": str(wall * e)}
+        if gates:
+            g = {"grad_cos": str(0.5 - 0.05 * e), "conflict_pct": str(2.0 * e), "g_fbank_mean": str(0.9 + 0.01 * e),
+                 "g_fbank_gt1_pct": str(1.0 * e)}
+            inner.update(g)
+            rec.update({f"train_{k}": v for k, v in g.items()})
+        lines.append(f"2026-01-01 00:00:00 | INFO | train_inner | {json.dumps(inner)}")
+        valid = {"epoch": e, "dev_st_loss": str(5 - 0.1 * e), "dev_st_bleu": str(b)}
+        if sample:
+            valid["dev_st_bleu_sample"] = str(sample[e - 1])
+        lines.append(f"2026-01-01 00:00:00 | INFO | dev_st | {json.dumps(valid)}")
+        lines.append(f"2026-01-01 00:00:00 | INFO | train | {json.dumps(rec)}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _run(exp, seed, variant, hyps, epoch, bleus, **log):
+    from gsgn_fairseq.scoring import corpus_scores
+
+    run = exp / f"seed{seed}" / variant
+    run.mkdir(parents=True)
+    (run / "generate-tst-COMMON.txt").write_text("".join(f"D-{i}\t-0.1\t{h}\n" for i, h in enumerate(hyps)))
+    (run / "bleu-tst-COMMON.json").write_text(json.dumps(corpus_scores(hyps, REFS)))
+    (run / "checkpoint_avg5.pt.json").write_text(json.dumps({"convergence_epoch": epoch}))
+    _log(run / "train.log", bleus, **log)
+
+
+def test_report_tables_significance_convergence_and_claims(tmp_path):
+    data = tmp_path / "en-de"
+    data.mkdir()
+    (data / "tst-COMMON_st.tsv").write_text("id\taudio\tn_frames\ttgt_text\n" + "".join(
+        f"u{i}\tfbank80.zip:1:2\t10\t{r}\n" for i, r in enumerate(REFS)))
+    exp = tmp_path / "exp"
+    good = list(REFS)
+    weak = [" ".join(r.split()[:3]) for r in REFS]
+    for seed in (1, 2):
+        _run(exp, seed, "fbank", weak, 20 + seed, [10, 20, 30, 40, 50, 50 + seed])
+        _run(exp, seed, "unit", weak[:-1] + ["x"], 12, [15, 30, 45, 46, 46, 46])
+        _run(exp, seed, "gsgn", good[:-6] + weak[-6:], 14, [20, 40, 50, 55, 56, 56], gates=True)
+        _run(exp, seed, "gsgn_drop", good, 15, [20, 45, 30, 56, 57, 58], sample=[20, 44, 43, 56, 57, 58], gates=True)
+    study_report.main(["--exp", str(exp), "--data", str(data), "--seeds", "1,2"])
+    md = (exp / "report/study.md").read_text()
+    rec = json.loads((exp / "report/study.json").read_text())
+    assert rec["table1"]["fbank"]["epoch"] == [21, 22]
+    assert "| FBank-only | 2 | " in md and " ± " in md
+    sig = rec["significance"]["gsgn_drop vs fbank"]
+    assert sig["1"]["bleu"]["p_value"] < 0.05 and sig["1"]["bleu"]["system"] == pytest.approx(100.0)
+    assert len(sig["t_test"]["deltas"]) == 2
+    # GSGN+Drop reaches FBank-only's best (51 / 52) at epoch 4 both times; FBank-only at 6
+    conv = rec["convergence"]["summary"]["gsgn_drop"]
+    assert conv["epochs"] == [4, 4] and conv["fbank_epochs"] == [6, 6] and conv["epoch_speedup"] == [1.5, 1.5]
+    assert rec["convergence"]["summary"]["unit"]["never"] == [1, 2]
+    # the fusion curve's fall at epoch 3 is a dip; the sample curve has none
+    assert rec["dips"]["gsgn_drop:1:fusion"]["dips"] == ["e3: -15.0"]
+    assert rec["dips"]["gsgn_drop:1:sample"]["dips"] == []
+    claims = md[md.index("### Claims"):]
+    assert "| S-feature-only converges in fewer epochs than FBank-only" in claims
+    line = next(x for x in claims.splitlines() if x.startswith("| GSGN+Drop converges in fewer epochs"))
+    assert line.endswith("| holds |")
+    line = next(x for x in claims.splitlines() if x.startswith("| GSGN+Drop is at least on par"))
+    assert line.endswith("| holds |")
+    line = next(x for x in claims.splitlines() if x.startswith("| GSGN beats concatenation"))
+    assert line.endswith("| not measured yet |")
+    assert "seed1/gsgn_drop_nogate" in rec["missing"]
+    assert (exp / "report/study_learning_curves.png").stat().st_size > 1000
+    assert (exp / "report/study_mechanism.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("deltas, ps, direction, expected", [
+    ([1.0, 2.0], [0.01, 0.02], 1, "holds"),
+    ([1.0, 2.0], [0.01, 0.2], 1, "cannot tell: inside the spread"),
+    ([-1.0, -2.0], [0.01, 0.02], 1, "does not hold"),
+    ([1.0, -2.0], None, 1, "cannot tell: inside the spread"),
+    ([-3.0], None, -1, "holds (one seed)"),
+    ([], None, 1, "not measured yet"),
+])
+def test_verdict(deltas, ps, direction, expected):
+    assert study_report.verdict(deltas, ps, direction) == expected
