@@ -34,6 +34,7 @@ setup(
             "gsgn-learn-kmeans = gsgn_fairseq.prep.learn_kmeans:cli",
             "gsgn-extract-units = gsgn_fairseq.prep.extract_units:cli",
             "gsgn-pretrain-hubert = gsgn_fairseq.prep.pretrain_hubert:cli",
+            "gsgn-prep-pretrain = gsgn_fairseq.prep.pretrain_data:main",
             "gsgn-average-checkpoints = gsgn_fairseq.cli.average_checkpoints:main",
             "gsgn-score = gsgn_fairseq.cli.score:main",
             "gsgn-translate = gsgn_fairseq.cli.translate:cli",

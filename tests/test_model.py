@@ -334,12 +334,12 @@ def test_ctc_head_and_fairseq_ctc_criterion(data_dir):
 
 
 # ---------------------------------------------------------------- pretrained initialisation
-def _save_fairseq_checkpoint(path, model):
+def _save_fairseq_checkpoint(path, model, cfg=None):
     torch.save(
         {
             "model": model.state_dict(),
             "args": None,
-            "cfg": None,
+            "cfg": cfg,
             "optimizer_history": [{"criterion_name": "x", "optimizer_name": "x", "lr_scheduler_state": {}, "num_updates": 0}],
             "extra_state": {"train_iterator": None},
         },
@@ -413,6 +413,35 @@ def test_pretrained_shape_mismatch_names_the_key(data_dir, tmp_path):
         build(data_dir, "--load-pretrained-text-encoder-from", str(tmp_path / "mt64.pt"))
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         build(data_dir, "--load-pretrained-decoder-from", str(tmp_path / "missing.pt"))
+
+
+def test_pretrained_decoder_vocabulary_must_be_ours(data_dir, tmp_path, caplog):
+    """The MT checkpoint's target dictionary (its task data's dict.{lang}.txt) must equal the ST
+    target dictionary symbol for symbol: same size but two symbols swapped is refused."""
+    _, task, _ = build(data_dir)
+    mt = _mt_model(task)
+    symbols = list(task.target_dictionary.symbols)
+    mt_data = tmp_path / "mt_bin"
+    mt_data.mkdir()
+    cfg = {"task": {"_name": "translation", "data": str(mt_data), "source_lang": "en", "target_lang": "de"}}
+    _save_fairseq_checkpoint(tmp_path / "mt.pt", mt, cfg)
+    task.target_dictionary.save(str(mt_data / "dict.de.txt"))
+    model, _, _ = build(data_dir, "--load-pretrained-decoder-from", str(tmp_path / "mt.pt"))
+    assert torch.equal(model.state_dict()["decoder.embed_tokens.weight"], mt.state_dict()["decoder.embed_tokens.weight"])
+    # the same pieces in another order: every shape fits, the rows mean other words
+    swapped = task.target_dictionary.__class__()
+    order = symbols[4:]
+    order[0], order[1] = order[1], order[0]
+    for sym in order:
+        swapped.add_symbol(sym)
+    swapped.save(str(mt_data / "dict.de.txt"))
+    with pytest.raises(ValueError, match=rf"decoder\.embed_tokens\.weight row 4 is {order[0]!r} there and {symbols[4]!r} here"):
+        build(data_dir, "--load-pretrained-decoder-from", str(tmp_path / "mt.pt"))
+    # without its dictionary file only the shapes can be checked: said in the log
+    (mt_data / "dict.de.txt").unlink()
+    caplog.set_level("WARNING")
+    build(data_dir, "--load-pretrained-decoder-from", str(tmp_path / "mt.pt"))
+    assert "only the parameter shapes are checked" in caplog.text
 
 
 @pytest.mark.parametrize("fusion", ["gsgn", "noise-replace", "concat", "unit"])

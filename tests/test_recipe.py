@@ -105,3 +105,33 @@ def test_recipe_refuses_an_unknown_units_back_end(tmp_path):
     assert p.returncode != 0
     assert "--units must be one of: hubert mfcc ssl hubert-toy; got 'wavlm'" in p.stderr, p.stderr[-2000:]
     assert not (tmp_path / "exp" / ".done").exists() or not any((tmp_path / "exp" / ".done").iterdir())
+
+
+def test_pretrain_recipe_then_training_from_the_pretrained_models(tmp_path):
+    """Table IV end to end: pretrain.sh trains a fairseq s2t_transformer (ASR) and transformer
+    (MT) shaped for the arch, and run.sh --init-asr/--init-mt starts an ST model from them."""
+    make_tiny_mustc(tmp_path / "data", n_talks=3, segs_per_talk=4)
+    p = _recipe(tmp_path, "--stage", "0", "--stop-stage", "1")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    env = {**os.environ, "PY": sys.executable, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "pretrain"
+    cmd = [str(ROOT / "scripts/recipes/must_c/pretrain.sh"), "--data-root", str(tmp_path / "data"), "--tgt-lang", "de",
+           "--out", str(out), "--arch", "s2t_gsgn_tiny", "--max-tokens", "3000", "--mt-max-tokens", "500",
+           "--warmup", "10", "--max-epoch", "2", "--n-avg", "2", "--num-workers", "0"]
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    pair = tmp_path / "data/en-de"
+    asr_rows = list(csv.DictReader(open(pair / "train_asr.tsv", encoding="utf-8"), delimiter="\t", quoting=csv.QUOTE_NONE))
+    assert asr_rows and all(r["tgt_text"] == r["src_text"] for r in asr_rows) and "units" not in asr_rows[0]
+    # the MT decoder's dictionary is the ST target dictionary, line for line
+    st_dict = (pair / "spm_unigram60_st.txt").read_text().splitlines()
+    assert (out / "mt_bin/dict.de.txt").read_text().splitlines() == st_dict
+    asr, mt = out / "asr/checkpoint_avg2.pt", out / "mt/checkpoint_avg2.pt"
+    assert asr.is_file() and mt.is_file() and {f.name for f in (out / ".done").iterdir()} == {"data", "asr", "mt"}
+    p = _recipe(tmp_path, "--stage", "2", "--stop-stage", "2", "--variants", "gsgn", "--max-epoch", "1",
+                "--init-asr", str(asr), "--init-mt", str(mt))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    log = (tmp_path / "exp/gsgn/train.log").read_text()
+    for what in ("acoustic encoder", "text encoder", "decoder"):
+        assert re.search(rf"pretrained {what} from {re.escape(str(asr if what == 'acoustic encoder' else mt))}: loaded \d+ tensors", log), what
+    assert "only the parameter shapes are checked" not in log  # the vocabulary was verified

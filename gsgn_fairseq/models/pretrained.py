@@ -8,7 +8,11 @@
   ``encoder.layers.N.*`` -> ``encoder.textual_layers.N.*``, ``encoder.layer_norm.*`` ->
   ``encoder.layer_norm.*`` (the final norm after the textual encoder).
 * ``--load-pretrained-decoder-from``: a fairseq ``transformer`` checkpoint (MT).
-  ``decoder.*`` -> ``decoder.*`` (its dictionary must be ours: embedding shapes are checked).
+  ``decoder.*`` -> ``decoder.*``. Its target dictionary must be ours, symbol for symbol: it is
+  read from the checkpoint's task data directory (``dict.{target_lang}.txt``, where
+  ``fairseq-preprocess --tgtdict`` put it); a different symbol at any row is an error naming
+  ``decoder.embed_tokens.weight``, the row and both symbols. When that file is not there
+  (the checkpoint moved), only the shapes are checked, with a warning.
 
 Checkpoints are read with ``fairseq.checkpoint_utils.load_checkpoint_to_cpu`` (safe loading,
 see ``checkpoint_compat``). Every parameter that maps to ours must have our shape, else a
@@ -17,6 +21,7 @@ was loaded, which parameters of the target component stayed as initialised, and 
 checkpoint parameters of the mapped prefixes had no counterpart (e.g. extra layers).
 """
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Sequence, Tuple
@@ -54,8 +59,41 @@ def _summary(keys: Sequence[str], limit: int = 20) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "") if keys else "none"
 
 
+def _cfg_get(node, key):
+    if node is None:
+        return None
+    return node.get(key) if hasattr(node, "get") else getattr(node, key, None)
+
+
+def check_vocabulary(state: dict, path: str, dictionary, what: str = "decoder") -> bool:
+    """The checkpoint's target dictionary must equal ``dictionary`` symbol for symbol.
+
+    Returns False (with a warning) when the checkpoint's dictionary file cannot be found."""
+    task = _cfg_get(state.get("cfg"), "task") or state.get("args")  # fairseq >= 0.10 cfg, else old Namespace
+    data, lang = _cfg_get(task, "data"), _cfg_get(task, "target_lang")
+    dict_path = Path(str(data).split(os.pathsep)[0]) / f"dict.{lang}.txt" if data and lang else None
+    if dict_path is None or not dict_path.is_file():
+        logger.warning(f"pretrained {what} {path}: its target dictionary ({dict_path or 'no task data in the checkpoint'}) "
+                       f"is not there, so only the parameter shapes are checked, not the vocabulary")
+        return False
+    from fairseq.data import Dictionary
+
+    theirs = Dictionary.load(str(dict_path)).symbols
+    ours = list(dictionary.symbols)
+    if theirs != ours:
+        row = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))
+        at = lambda syms: repr(syms[row]) if row < len(syms) else "nothing"  # noqa: E731
+        raise ValueError(
+            f"{path}: the pretrained {what}'s vocabulary ({dict_path}, {len(theirs)} symbols) is not ours "
+            f"({len(ours)} symbols): decoder.embed_tokens.weight row {row} is {at(theirs)} there and {at(ours)} here; "
+            f"pretrain the MT model on the ST target dictionary (fairseq-preprocess --tgtdict, as "
+            f"scripts/recipes/must_c/pretrain.sh does)"
+        )
+    return True
+
+
 def load_pretrained_component(
-    model: nn.Module, path: str, mapping: Sequence[Tuple[str, str]], what: str
+    model: nn.Module, path: str, mapping: Sequence[Tuple[str, str]], what: str, dictionary=None
 ) -> LoadReport:
     """Copy the checkpoint parameters under ``mapping``'s prefixes into ``model``.
 
@@ -64,6 +102,8 @@ def load_pretrained_component(
         path: fairseq checkpoint file.
         mapping: (checkpoint prefix, model prefix) pairs; the first matching pair wins.
         what: name of the component for messages (e.g. ``"acoustic encoder"``).
+        dictionary: when given, the checkpoint's target dictionary must equal it
+            (:func:`check_vocabulary`).
 
     Returns:
         A :class:`LoadReport`; also logged.
@@ -74,6 +114,8 @@ def load_pretrained_component(
     if "model" not in state:
         raise ValueError(f"{path}: not a fairseq checkpoint (no 'model' entry; keys {list(state)})")
     ckpt = state["model"]
+    if dictionary is not None:
+        check_vocabulary(state, path, dictionary, what)
     ours = model.state_dict()
     report = LoadReport(path=str(path))
     updates = {}

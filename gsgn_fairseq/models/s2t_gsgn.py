@@ -308,13 +308,13 @@ class S2TGSGNModel(FairseqEncoderDecoderModel):
         model = cls(encoder, decoder)
         if getattr(task, "building_from_checkpoint", False):
             return model  # weights come from the checkpoint being loaded
-        for path, mapping, what in (
-            (args.load_pretrained_acoustic_encoder_from, ACOUSTIC_ENCODER_MAP, "acoustic encoder"),
-            (args.load_pretrained_text_encoder_from, TEXT_ENCODER_MAP, "text encoder"),
-            (args.load_pretrained_decoder_from, DECODER_MAP, "decoder"),
+        for path, mapping, what, dictionary in (
+            (args.load_pretrained_acoustic_encoder_from, ACOUSTIC_ENCODER_MAP, "acoustic encoder", None),
+            (args.load_pretrained_text_encoder_from, TEXT_ENCODER_MAP, "text encoder", None),
+            (args.load_pretrained_decoder_from, DECODER_MAP, "decoder", tgt_dict),
         ):
             if path:
-                load_pretrained_component(model, path, mapping, what)
+                load_pretrained_component(model, path, mapping, what, dictionary)
         return model
 
     def get_normalized_probs(

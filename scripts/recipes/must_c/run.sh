@@ -84,6 +84,8 @@ keep_last_epochs=1       # -1 keeps every epoch checkpoint
 precision=auto           # auto (bf16 on a GPU that has it, else fp16 on a GPU, fp32 on CPU) | bf16 | fp16 | fp32
 noise_range=""           # MIN,MAX of the noise variants; empty: measured on the gsgn run's unit view over train
 train_extra=""
+init_asr=""              # Table IV: an ASR checkpoint (pretrain.sh) initialising the subsampler and acoustic encoder
+init_mt=""               # Table IV: an MT checkpoint (pretrain.sh) initialising the textual encoder and the decoder
 nproc=1                  # > 1: data-parallel training with that many processes on this node (torchrun)
 train_launcher=""        # a command put in front of fairseq-train (multi-node torchrun); overrides --nproc
 test_splits=""
@@ -223,6 +225,9 @@ for v in "${variant_list[@]}"; do
     bleu_flags=()
     ctc_flags=()
     [ "$ctc_weight" != 0 ] && ctc_flags=(--use-ctc --ctc-weight "$ctc_weight")
+    init_flags=()
+    [ -n "$init_asr" ] && init_flags+=(--load-pretrained-acoustic-encoder-from "$init_asr")
+    [ -n "$init_mt" ] && init_flags+=(--load-pretrained-text-encoder-from "$init_mt" --load-pretrained-decoder-from "$init_mt")
     # multi-stage-dropout models: dev BLEU with the test protocol (sample) beside the fusion input
     [ "$eval_bleu" = 1 ] && bleu_flags=(--eval-bleu --eval-bleu-args '{"beam": 1}')
     [ "$eval_bleu" = 1 ] && has_msd "$v" && bleu_flags+=(--eval-bleu-branches sample)
@@ -234,7 +239,7 @@ for v in "${variant_list[@]}"; do
       --optimizer adam --adam-betas '(0.9, 0.98)' --lr "$lr" --lr-scheduler inverse_sqrt \
       --warmup-updates "$warmup" --clip-norm 10.0 --max-tokens "$max_tokens" --update-freq "$update_freq" \
       --max-epoch "$max_epoch" --patience "$patience" --seed "$seed" --num-workers "$num_workers" \
-      --save-dir "$run" --keep-best-checkpoints "$n_avg" --keep-last-epochs "$keep_last_epochs" "${bleu_flags[@]}" "${ctc_flags[@]}" "${precision_flags[@]}" \
+      --save-dir "$run" --keep-best-checkpoints "$n_avg" --keep-last-epochs "$keep_last_epochs" "${bleu_flags[@]}" "${ctc_flags[@]}" "${init_flags[@]}" "${precision_flags[@]}" \
       --log-format json --log-interval 50 --tensorboard-logdir "$run/tensorboard" \
       --skip-invalid-size-inputs-valid-test $train_extra 2>&1 | tee -a "$run/train.log"
     done_mark "train.$v"
