@@ -78,7 +78,7 @@ def read_generate_output(path: Path) -> GenerateOutput:
 
 def read_tsv_references(tsv: Path) -> List[str]:
     """``tgt_text`` of every row of a speech_to_text TSV, in row order (fairseq's sample ids)."""
-    with open(tsv, encoding="utf-8", newline="") as f:
+    with open(tsv, encoding="utf-8-sig", newline="") as f:  # a byte-order mark is read past
         reader = csv.DictReader(f, delimiter="\t", quotechar=None, doublequote=False,
                                 lineterminator="\n", quoting=csv.QUOTE_NONE)
         if reader.fieldnames is None or "tgt_text" not in reader.fieldnames:

@@ -43,6 +43,10 @@ def read_units_provenance(units_zip: Path) -> Optional[Dict[str, object]]:
         raise DataError(f"{meta_path}: unreadable units metadata ({err}); rerun extract_units") from None
     if not isinstance(meta, dict):
         raise DataError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}; rerun extract_units")
+    k = meta.get("n_clusters")
+    if k is not None and (type(k) is not int or k <= 0):  # "500" or 500.0 would be compared as a K
+        raise DataError(f"{meta_path}: n_clusters must be a positive integer (the number of k-means clusters K), "
+                        f"got {k!r} ({type(k).__name__}); correct the record or rerun extract_units")
     return provenance_of(meta)
 
 

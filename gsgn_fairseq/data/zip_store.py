@@ -9,7 +9,7 @@ import struct
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Dict, Iterable, NamedTuple, Tuple, Union
+from typing import BinaryIO, Dict, Iterable, NamedTuple, Tuple, Union
 
 import numpy as np
 
@@ -27,7 +27,13 @@ def array_to_npy_bytes(array: np.ndarray) -> bytes:
 def npy_shape(data: bytes) -> Tuple[Tuple[int, ...], np.dtype]:
     """``(shape, dtype)`` from the header of ``.npy`` bytes (numpy's header reader), without
     reading the array."""
-    f = io.BytesIO(data)
+    return read_npy_header(io.BytesIO(data))
+
+
+def read_npy_header(f: BinaryIO) -> Tuple[Tuple[int, ...], np.dtype]:
+    """``(shape, dtype)`` of the ``.npy`` array starting at ``f``'s position: reads the header
+    only (about 128 bytes), so that a whole manifest can be checked against its zip cheaply.
+    ValueError when the bytes are not a ``.npy`` header."""
     major, _ = np.lib.format.read_magic(f)
     read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
     shape, _, dtype = read(f)

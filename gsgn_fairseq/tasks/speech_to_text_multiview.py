@@ -56,6 +56,7 @@ from ..data.multiview_dataset import (
     DEFAULT_LENGTH_TOLERANCE,
     SpeechToTextMultiviewDatasetCreator,
     ViewAlignment,
+    dataset_parts,
 )
 from ..data.mustc import DataError
 from ..data.provenance import check_same_provenance, describe
@@ -165,6 +166,7 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
         # (provenance, where it was read): of the loaded data, and of the model's checkpoint
         self.data_units_provenance = (None, None)
         self.model_units_provenance = (None, None)
+        self._trains = False  # set once fairseq-train asks for the training batches
 
     @property
     def unit_pad(self) -> int:
@@ -221,12 +223,22 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
             src_bpe_tokenizer=self._build_src_encoder("src_bpe_tokenizer", encoders.build_bpe),
             speaker_to_id=self.speaker_to_id,
         )
-        parts = getattr(dataset, "datasets", [dataset])
-        for part in parts:
-            part = getattr(part, "dataset", part)  # ResamplingDataset wraps it
+        for part in dataset_parts(dataset):
             self._note_data_provenance(getattr(part, "units_provenance", None),
                                        f"{Path(self.args.data) / (part.split + '.tsv')} (units.json beside its units)")
         self.datasets[split] = dataset
+
+    def get_batch_iterator(self, dataset, *args, **kwargs):
+        # The over-long-utterance error names the flag that set max_tokens: fairseq-train batches
+        # its validation sets by --max-tokens-valid; its training set, fairseq-validate and
+        # fairseq-generate by --max-tokens. Only fairseq-train asks for the training subset's
+        # batches (Trainer.get_train_iterator), and before its first (dry-run) validation.
+        if dataset is self.datasets.get(getattr(self.args, "train_subset", "train")):
+            self._trains = True
+        for part in dataset_parts(dataset):
+            if hasattr(part, "max_tokens_flag"):
+                part.max_tokens_flag = "--max-tokens-valid" if self._trains and not part.is_train_split else "--max-tokens"
+        return super().get_batch_iterator(dataset, *args, **kwargs)
 
     # ------------------------------------------------------------------ units provenance
     def _note_data_provenance(self, prov, where: str) -> None:
