@@ -15,11 +15,11 @@ from gsgn_fairseq.cli import average_checkpoints
 BIN = Path(sys.executable).parent
 
 
-def _ckpt(path, w, val, epoch, updates, step=0, metric="loss", maximize=False):
+def _ckpt(path, w, val, epoch, updates, step=0, metric="loss", maximize=False, model_cfg=None):
     # saved at the end of `epoch`: fairseq's iterator state then says epoch + 1, 0 iterations in
     torch.save(
         {
-            "cfg": {"model": {"_name": "toy"},
+            "cfg": {"model": model_cfg or {"_name": "toy"},
                     "checkpoint": {"best_checkpoint_metric": metric, "maximize_best_checkpoint_metric": maximize}},
             "model": {"w": torch.tensor(w, dtype=torch.float32), "step": torch.tensor(step)},
             "optimizer_history": [{"num_updates": updates}],
@@ -77,6 +77,48 @@ def test_average_ranks_bleu_runs_highest_first(tmp_path):
     _ckpt(tmp_path / "checkpoint4.pt", [4.0], 1.0, 4, 40)  # a loss-ranked checkpoint among them
     with pytest.raises(ValueError, match="ranked by different validation metrics"):
         average_checkpoints.average_best(tmp_path, 2, tmp_path / "avg.pt")
+
+
+def test_average_counts_only_copies_of_one_update_once(tmp_path, caplog):
+    import shutil
+
+    _ckpt(tmp_path / "checkpoint1.pt", [1.0], 3.0, 1, 10)
+    _ckpt(tmp_path / "checkpoint2.pt", [2.0], 2.0, 2, 20)
+    shutil.copy(tmp_path / "checkpoint2.pt", tmp_path / "checkpoint.best_loss_2.0000.pt")  # fairseq's copy
+    assert average_checkpoints.average_best(tmp_path, 5, tmp_path / "avg.pt")["epochs"] == [1, 2]
+    # another run's checkpoint saved at the same update count is a candidate of its own ...
+    _ckpt(tmp_path / "checkpoint.best_loss_1.0000.pt", [8.0], 1.0, 2, 20)
+    summary = average_checkpoints.average_best(tmp_path, 2, tmp_path / "avg.pt")
+    assert [c["path"] for c in summary["checkpoints"]] == [str(tmp_path / "checkpoint.best_loss_1.0000.pt"),
+                                                          str(tmp_path / "checkpoint.best_loss_2.0000.pt")]
+    assert "were both saved at update 20 but hold different weights" in caplog.text
+    # ... so the model check runs on it
+    _ckpt(tmp_path / "checkpoint.best_loss_1.0000.pt", [8.0], 1.0, 2, 20, model_cfg={"_name": "toy", "layers": 3})
+    with pytest.raises(ValueError, match=r"checkpoint\.best_loss_2\.0000\.pt: not the same model as .*"
+                                         r"checkpoint\.best_loss_1\.0000\.pt: model\.layers is '<unset>'"):
+        average_checkpoints.average_best(tmp_path, 2, tmp_path / "avg.pt")
+
+
+def test_average_cli_refuses_bad_counts_and_names_a_truncated_checkpoint(tmp_path):
+    for e in (1, 2):
+        _ckpt(tmp_path / f"checkpoint{e}.pt", [float(e)], float(e), e, e * 10)
+
+    def run(*argv):
+        return subprocess.run([str(BIN / "gsgn-average-checkpoints"), "--inputs", tmp_path,
+                               "--output", tmp_path / "avg.pt", *argv], capture_output=True, text=True)
+
+    for flag, n in (("--num-best-checkpoints", "0"), ("--num-best-checkpoints", "-2"), ("--last", "0"), ("--last", "-1")):
+        proc = run(flag, n)
+        assert proc.returncode == 2 and f"{flag} must be a positive number of checkpoints, got {n}" in proc.stderr, \
+            proc.stderr[-2000:]
+    with pytest.raises(ValueError, match="--last must be a positive number of checkpoints, got 0"):
+        average_checkpoints.average_best(tmp_path, 0, tmp_path / "avg.pt", last=True)
+    blob = (tmp_path / "checkpoint2.pt").read_bytes()
+    (tmp_path / "checkpoint2.pt").write_bytes(blob[: len(blob) // 2])
+    proc = run("--num-best-checkpoints", "2")
+    assert proc.returncode == 1 and f"{tmp_path / 'checkpoint2.pt'}: not a readable checkpoint" in proc.stderr, \
+        proc.stderr[-2000:]
+    assert not (tmp_path / "avg.pt").exists()
 
 
 def test_average_refuses_mismatched_shapes(tmp_path):
