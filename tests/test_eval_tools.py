@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import sacrebleu
 import torch
 
 from gsgn_fairseq.scoring import ScoringError, score_generate_output
@@ -138,17 +139,26 @@ def _tsv(path, refs):
 def test_score_generate_orders_by_id_against_tsv_references(tmp_path):
     tsv = _tsv(tmp_path / "tst_st.tsv", ["der Hund schläft im Garten", "das ist ein kleiner Test"])
     out = tmp_path / "gen.txt"
-    # T- lines are fairseq's re-encoded references: never used for the score
-    out.write_text(
-        "S-1\tx\nT-1\tIGNORED\nH-1\t-0.1\t▁das ...\nD-1\t-0.1\tdas ist ein kleiner Test\n"
-        "T-0\tIGNORED\nD-0\t-0.2\tder Hund schläft im Garten\n"
-        "Generate tst_st with beam=5: BLEU = 0.00 0.0/0.0/0.0/0.0 (BP = 1.000 ratio = 1.000 hyp_len = 9 ref_len = 9)\n"
-    )
+    # T- lines are fairseq's re-encoded references (here with an unknown character): they check
+    # the order, but the score is against the TSV's references
+    t_lines = ["der Hund schl<<unk>>ft im Garten", "das ist ein kleiner Test"]
+    gen = ("S-1\tx\nT-1\tdas ist ein kleiner Test\nH-1\t-0.1\t▁das ...\nD-1\t-0.1\tdas ist ein kleiner Test\n"
+           "T-0\tder Hund schl<<unk>>ft im Garten\nD-0\t-0.2\tder Hund schläft im Garten\n"
+           "Generate tst_st with beam=5: BLEU = {:.2f} 0.0/0.0/0.0/0.0 (BP = 1.000 ratio = 1.000 hyp_len = 9 ref_len = 9)\n")
+    against_t = sacrebleu.corpus_bleu(["der Hund schläft im Garten", "das ist ein kleiner Test"], [t_lines]).score
+    out.write_text(gen.format(against_t))
     res = score_generate_output(out, tsv=tsv)
-    assert res["bleu"] == 100.0 and res["chrf"] == 100.0 and res["n_sentences"] == 2
+    assert res["bleu"] == 100.0 and res["chrf"] == 100.0 and res["n_sentences"] == 2 and res["t_lines_checked"] == 2
     assert res["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
     assert res["chrf_signature"].startswith("nrefs:1|case:mixed|eff:yes|nc:6|nw:0")
-    assert res["fairseq_bleu"] == 0.0 and res["fairseq_agrees"] is False
+    assert res["fairseq_bleu"] == round(against_t, 2) and res["fairseq_agrees"] is False
+    assert res["fairseq_note"].startswith("differs: it scores against its T- lines, 1 of which differ from the "
+                                          "references through the SentencePiece round trip (e.g. sample 0")
+    out.write_text(gen.format(0.0))  # a figure its T- lines do not explain
+    assert "not through its T- lines (BLEU against them: " in score_generate_output(out, tsv=tsv)["fairseq_note"]
+    # a TSV that starts with a UTF-8 byte-order mark is read as it is meant
+    tsv.write_text("\ufeff" + tsv.read_text(encoding="utf-8"), encoding="utf-8")
+    assert score_generate_output(out, tsv=tsv)["bleu"] == 100.0
     # case-sensitive, as the paper's protocol
     out.write_text("D-0\t-0.2\tDER HUND SCHLÄFT IM GARTEN\nD-1\t-0.1\tdas ist ein kleiner Test\n")
     assert score_generate_output(out, tsv=tsv)["bleu"] < 70
@@ -157,6 +167,46 @@ def test_score_generate_orders_by_id_against_tsv_references(tmp_path):
     refs.write_text("der Hund schläft im Garten\ndas ist ein kleiner Test\n")
     out.write_text("D-1\t-0.1\tdas ist ein kleiner Test\nD-0\t-0.2\tder Hund schläft im Garten\n")
     assert score_generate_output(out, refs_file=refs)["bleu"] == 100.0
+
+
+def _gen_with_targets(path, refs, t_lines=None):
+    """A fairseq-generate output that decodes every reference perfectly (T- lines: ``t_lines``)."""
+    t_lines = refs if t_lines is None else t_lines
+    path.write_text("".join(f"T-{i}\t{t}\nD-{i}\t-0.1\t{r}\n" for i, (t, r) in enumerate(zip(t_lines, refs))),
+                    encoding="utf-8")
+    return path
+
+
+def test_score_generate_refuses_references_out_of_order(tmp_path):
+    refs = ["der Hund schläft im Garten", "das ist ein kleiner Test", "die Katze läuft heute"]
+    gen = _gen_with_targets(tmp_path / "gen.txt", refs)
+    tsv = _tsv(tmp_path / "tst_st.tsv", refs[::-1])  # rows reordered
+    with pytest.raises(ScoringError, match=r"gen\.txt: the references do not line up with the samples: sample 0's "
+                                           r"reference in the output \(T-0\) is 'der Hund schläft im Garten', "
+                                           r"but .*tst_st\.tsv:2 is 'die Katze läuft heute'"):
+        score_generate_output(gen, tsv=tsv)
+    ref_file = tmp_path / "tst.de"
+    ref_file.write_text("\n".join([refs[0], refs[2], refs[1]]) + "\n", encoding="utf-8")
+    with pytest.raises(ScoringError, match=r"sample 1's reference in the output \(T-1\) is 'das ist ein kleiner Test', "
+                                           r"but .*tst\.de:2 is 'die Katze läuft heute'"):
+        score_generate_output(gen, refs_file=ref_file)
+    proc = subprocess.run([str(BIN / "gsgn-score"), gen, "--tsv", tsv], capture_output=True, text=True)
+    assert proc.returncode == 1 and "do not line up with the samples" in proc.stderr, proc.stderr
+    # the SentencePiece round trip is no mismatch: <<unk>> for unseen characters, NFKC, spacing
+    tsv = _tsv(tmp_path / "tst_st.tsv", refs)
+    rt = _gen_with_targets(tmp_path / "rt.txt", refs, ["der Hund schl<<unk>>ft im Garten", "das  ist ein kleiner Test",
+                                                       "<<unk>> Katze l<<unk>>uft heute"])
+    assert score_generate_output(rt, tsv=tsv)["t_lines_checked"] == 3
+    tsv2 = _tsv(tmp_path / "nfkc_st.tsv", ["Ｔｅｓｔ ｎｕｍｂｅｒ ２"])
+    assert score_generate_output(_gen_with_targets(tmp_path / "n.txt", ["Test number 2"]), tsv=tsv2)["bleu"] < 100
+    # ... but <<unk>> stands for characters within a word, not for words
+    wrong = _gen_with_targets(tmp_path / "w.txt", refs, [refs[0], "das <<unk>> Test", refs[2]])
+    with pytest.raises(ScoringError, match=r"sample 1's reference"):
+        score_generate_output(wrong, tsv=tsv)
+    # the baseline of --paired-bs is held to the same check
+    base = _gen_with_targets(tmp_path / "base.txt", refs[::-1])
+    with pytest.raises(ScoringError, match=r"base\.txt: the references do not line up with the samples"):
+        score_generate_output(gen, tsv=tsv, baseline=base)
 
 
 def test_score_generate_refuses_space_stripped_hypotheses(tmp_path):
