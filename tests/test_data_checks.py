@@ -13,7 +13,7 @@ import yaml
 
 from gsgn_fairseq.data.manifest import S2T_COLUMNS, UNITS_COLUMN, read_tsv, write_tsv
 from gsgn_fairseq.data.mustc import DataError, read_wav
-from gsgn_fairseq.data.zip_store import split_ref
+from gsgn_fairseq.data.zip_store import split_ref, zip_fingerprint
 from test_task import K, setup
 from tiny_s2t_data import make_tiny_multiview_data, poison_fbank
 
@@ -200,7 +200,7 @@ def test_task_records_the_units_provenance_in_its_state(data_dir):
     state = task.state_dict()
     assert state["units_provenance"] == {"feature": "synthetic", "checkpoint_sha1": None, "layer": None,
                                          "km_model_sha1": None, "n_clusters": K, "checkpoint": None,
-                                         "km_model": None}
+                                         "km_model": None, "units_fingerprint": zip_fingerprint(data_dir / "units.zip")}
     torch.save(state, data_dir / "state.pt")  # plain types: readable under weights_only
     assert torch.load(data_dir / "state.pt", weights_only=True) == state
 
@@ -223,6 +223,37 @@ def test_units_json_with_a_non_integer_k_names_the_file(data_dir):
     _set_provenance(data_dir, n_clusters=str(K))
     with pytest.raises(DataError, match=rf"units\.json: n_clusters must be a positive integer .*got '{K}' \(str\)"):
         _load(data_dir)
+
+
+def test_a_units_json_copied_from_other_units_is_refused(data_dir, tmp_path):
+    other = make_tiny_multiview_data(tmp_path / "other", n_train=6, n_valid=3, num_units=K, seed=1)
+    (data_dir / "units.json").write_bytes((other / "units.json").read_bytes())  # same K, same "k-means"
+    with pytest.raises(DataError, match=rf"units\.json does not describe .*units\.zip: its units_fingerprint is "
+                                        rf"{zip_fingerprint(other / 'units.zip')}, the zip's is "
+                                        rf"{zip_fingerprint(data_dir / 'units.zip')}"):
+        _load(data_dir)
+
+
+def test_units_json_without_a_fingerprint_is_read_with_a_warning(data_dir, caplog):
+    meta = json.loads((data_dir / "units.json").read_text())
+    del meta["units_fingerprint"]  # written by an older extract_units
+    (data_dir / "units.json").write_text(json.dumps(meta))
+    task, _ = _load(data_dir)
+    assert task.data_units_provenance[0]["n_clusters"] == K
+    assert "units.json: no units_fingerprint (written by an older extract_units)" in caplog.text
+
+
+def test_require_provenance_refuses_missing_records(data_dir, caplog):
+    task, _ = _load(data_dir, "train")
+    state = task.state_dict()
+    (data_dir / "units.json").unlink()
+    _load(data_dir)  # by default: a warning
+    assert "no units.json beside the units: their provenance cannot be checked" in caplog.text
+    with pytest.raises(DataError, match=r"valid\.tsv .*no units\.json beside the units, and --require-provenance"):
+        _load(data_dir, "valid", "--require-provenance")
+    strict, _ = setup(data_dir, "--require-provenance")
+    with pytest.raises(DataError, match="checkpoint records no units provenance .*--require-provenance"):
+        strict.load_state_dict(dict(state, units_provenance=None))
 
 
 def test_units_k_must_match_num_units(data_dir):

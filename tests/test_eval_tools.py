@@ -16,7 +16,7 @@ from gsgn_fairseq.cli import average_checkpoints
 BIN = Path(sys.executable).parent
 
 
-def _ckpt(path, w, val, epoch, updates, step=0, metric="loss", maximize=False, model_cfg=None):
+def _ckpt(path, w, val, epoch, updates, step=0, metric="loss", maximize=False, model_cfg=None, provenance=None):
     # saved at the end of `epoch`: fairseq's iterator state then says epoch + 1, 0 iterations in
     torch.save(
         {
@@ -26,6 +26,7 @@ def _ckpt(path, w, val, epoch, updates, step=0, metric="loss", maximize=False, m
             "optimizer_history": [{"num_updates": updates}],
             "last_optimizer_state": {"big": torch.zeros(3)},
             "extra_state": {"val_loss": val, "train_iterator": {"epoch": epoch + 1, "iterations_in_epoch": 0}},
+            "task_state": {"units_provenance": provenance},
         },
         path,
     )
@@ -120,6 +121,15 @@ def test_average_cli_refuses_bad_counts_and_names_a_truncated_checkpoint(tmp_pat
     assert proc.returncode == 1 and f"{tmp_path / 'checkpoint2.pt'}: not a readable checkpoint" in proc.stderr, \
         proc.stderr[-2000:]
     assert not (tmp_path / "avg.pt").exists()
+
+
+def test_average_refuses_checkpoints_trained_on_other_units(tmp_path):
+    prov = {"feature": "mfcc", "km_model_sha1": "a" * 40, "n_clusters": 100, "units_fingerprint": "1" * 40}
+    _ckpt(tmp_path / "checkpoint1.pt", [1.0], 1.0, 1, 10, provenance=prov)
+    _ckpt(tmp_path / "checkpoint2.pt", [2.0], 2.0, 2, 20, provenance=dict(prov, units_fingerprint="2" * 40))
+    with pytest.raises(ValueError, match=r"checkpoint2\.pt: not the same model as .*checkpoint1\.pt: "
+                                         r"task_state\.units_provenance\.units_fingerprint is '2222"):
+        average_checkpoints.average_best(tmp_path, 2, tmp_path / "avg.pt")
 
 
 def test_average_refuses_mismatched_shapes(tmp_path):

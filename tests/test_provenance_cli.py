@@ -77,6 +77,21 @@ def test_validate_generate_and_resume_refuse_units_of_another_kmeans_model(train
     assert rc == 0, log[-3000:]
 
 
+def test_validate_and_generate_refuse_a_units_json_copied_from_other_units(trained, tmp_path):
+    data, ckpt = trained
+    other = make_tiny_multiview_data(tmp_path / "other", n_train=8, n_valid=3, num_units=K, seed=1)
+    copied = _copy_with(data, tmp_path / "copied")
+    shutil.copy(other / "units.json", copied / "units.json")  # same k-means record, other units
+    rc, log = _validate(copied, ckpt / "checkpoint_last.pt")
+    assert rc != 0 and "units.json does not describe" in log and "units_fingerprint is" in log, log[-3000:]
+    rc, log = _run("fairseq-generate", [
+        copied, "--user-dir", USER_DIR, "--task", "speech_to_text_multiview", "--config-yaml", "config_st.yaml",
+        "--gen-subset", "valid", "--path", ckpt / "checkpoint_last.pt", "--beam", "2", "--max-tokens", "2000",
+        "--num-workers", "0", "--cpu",
+    ])
+    assert rc != 0 and "units.json does not describe" in log, log[-3000:]
+
+
 def test_validate_stops_on_nan_features_naming_the_utterance(trained, tmp_path):
     data, ckpt = trained
     bad = _copy_with(data, tmp_path / "nan")

@@ -18,7 +18,8 @@ are refused, and so is a ``--maximize`` / ``--minimize`` that contradicts the ch
 The checkpoints must hold the same model: their model configuration (``cfg.model`` without
 the bookkeeping entries that belong to the other sections, such as paths, seeds, logging,
 optimisation and criterion settings), task configuration (without ``data``) and units
-provenance (``task_state``) must agree; the first difference is named. Parameters are
+provenance (``task_state``, with the fingerprint of the units trained on) must agree; the
+first difference is named. Parameters are
 averaged in float64 and cast back. The output keeps the first checkpoint's
 configuration (so ``fairseq-generate --path`` loads it) without the optimizer state, and a
 ``.json`` beside it lists the averaged epochs; the largest is the run's "convergence epoch".
@@ -178,7 +179,11 @@ def model_identity(state: dict) -> Dict[str, object]:
     out = {f"model.{k}": v for k, v in model.items()}
     out.update({f"task.{k}": v for k, v in _as_dict(cfg.get("task")).items()
                 if k not in bookkeeping and k not in model})
-    out["task_state.units_provenance"] = (state.get("task_state") or {}).get("units_provenance")
+    prov = (state.get("task_state") or {}).get("units_provenance")
+    if prov is None:
+        out["task_state.units_provenance"] = None
+    else:  # one entry per key, so that the first difference (e.g. units_fingerprint) is named
+        out.update({f"task_state.units_provenance.{k}": v for k, v in prov.items()})
     return out
 
 

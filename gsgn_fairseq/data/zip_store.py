@@ -4,6 +4,7 @@ fairseq's ``audio_utils.get_features_or_waveform`` reads ``path.zip:offset:lengt
 seeking into the raw zip file, so members must be STORED (not deflated) and the offset must
 point at the member's bytes, past its local header.
 """
+import hashlib
 import io
 import struct
 import zipfile
@@ -133,6 +134,15 @@ def zip_index(path: Path) -> Dict[int, ZipMember]:
         _INDEX_CACHE.pop(next(iter(_INDEX_CACHE)))
     _INDEX_CACHE[key] = index
     return index
+
+
+def zip_fingerprint(path: Path) -> str:
+    """SHA-1 of a zip's member names and CRC-32s, in member order: what the zip holds, read
+    from its central directory (through :func:`zip_index`) without reading any member."""
+    h = hashlib.sha1()
+    for member in zip_index(path).values():
+        h.update(f"{member.stem}\t{member.crc:08x}\n".encode())
+    return h.hexdigest()
 
 
 def split_ref(ref: str) -> Tuple[str, int, int]:

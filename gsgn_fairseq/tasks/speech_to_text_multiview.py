@@ -19,7 +19,8 @@ on top:
   ``units.json`` beside ``units.zip``, ``data/provenance.py``) is recorded in the checkpoint's
   task state when training starts; every split loaded later, in training, resumed training,
   ``fairseq-validate`` and ``fairseq-generate``, must agree with it (an error naming both),
-  and its K with ``--num-units``.
+  and its K with ``--num-units``. A split or checkpoint without a record is logged as
+  unchecked; ``--require-provenance`` makes it an error.
 * ``train_step`` calls ``criterion.set_num_updates(update_num)`` when the criterion has it.
 * ``begin_epoch(epoch, model)`` calls ``model.encoder.set_epoch(epoch)``, which selects the
   multi-stage dropout stage; fairseq calls it at every epoch start, resumed runs included.
@@ -123,6 +124,12 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
             help="max difference, in frames after subsampling, between the FBank and unit views of an utterance",
         )
         parser.add_argument(
+            "--require-provenance",
+            action="store_true",
+            help="refuse units without a units.json and checkpoints without a units provenance record "
+                 "(default: a warning, and the units are not checked)",
+        )
+        parser.add_argument(
             "--eval-bleu",
             action="store_true",
             help="decode the validation sets and log their BLEU (sacrebleu, 13a) as 'bleu'",
@@ -167,6 +174,7 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
         self.data_units_provenance = (None, None)
         self.model_units_provenance = (None, None)
         self._trains = False  # set once fairseq-train asks for the training batches
+        self.require_provenance = bool(getattr(args, "require_provenance", False))
 
     @property
     def unit_pad(self) -> int:
@@ -243,6 +251,9 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
     # ------------------------------------------------------------------ units provenance
     def _note_data_provenance(self, prov, where: str) -> None:
         if prov is None:
+            if self.require_provenance:
+                raise DataError(f"{where}: no units.json beside the units, and --require-provenance asks for one "
+                                "(gsgn-extract-units writes it)")
             logger.warning(f"{where}: no units.json beside the units: their provenance cannot be checked")
             return
         k = prov.get("n_clusters")
@@ -274,6 +285,9 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
         prov = state_dict.pop("units_provenance", None)
         super().load_state_dict(state_dict)
         if prov is None:
+            if self.require_provenance:
+                raise DataError("the model's checkpoint records no units provenance (trained before it was recorded, "
+                                "or on data without units.json), and --require-provenance asks for one")
             logger.warning("the checkpoint records no units provenance (trained before it was recorded, or on "
                            "data without units.json): the units cannot be checked against the model's")
             return
