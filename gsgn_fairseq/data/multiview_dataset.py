@@ -14,6 +14,7 @@ the original. Absolute paths are used as they are.
 Checks, made when an utterance is loaded (the unit count is only known then) and raised as
 ``ValueError`` naming the utterance id:
 
+* the bytes of both views' zip members must match the zip's CRC-32 (``DataError``);
 * unit ids must lie in ``[0, K)`` (``--num-units K``; K itself is the padding id);
 * the views must belong together: after subsampling the FBank frames ``2^n``x and the units
   ``2^(n-1)``x (n = FBank conv layers of the model) the lengths may differ by at most
