@@ -200,7 +200,8 @@ def test_task_records_the_units_provenance_in_its_state(data_dir):
     state = task.state_dict()
     assert state["units_provenance"] == {"feature": "synthetic", "checkpoint_sha1": None, "layer": None,
                                          "km_model_sha1": None, "n_clusters": K, "checkpoint": None,
-                                         "km_model": None, "units_fingerprint": zip_fingerprint(data_dir / "units.zip")}
+                                         "km_model": None, "units_zip": "units.zip",
+                                         "units_fingerprint": zip_fingerprint(data_dir / "units.zip")}
     torch.save(state, data_dir / "state.pt")  # plain types: readable under weights_only
     assert torch.load(data_dir / "state.pt", weights_only=True) == state
 
@@ -248,8 +249,9 @@ def test_require_provenance_refuses_missing_records(data_dir, caplog):
     state = task.state_dict()
     (data_dir / "units.json").unlink()
     _load(data_dir)  # by default: a warning
-    assert "no units.json beside the units: their provenance cannot be checked" in caplog.text
-    with pytest.raises(DataError, match=r"valid\.tsv .*no units\.json beside the units, and --require-provenance"):
+    assert "no units.json beside the units (written for their zip): their provenance cannot be checked" in caplog.text
+    with pytest.raises(DataError, match=r"valid\.tsv .*no units\.json beside the units \(written for their zip\), "
+                                        r"and --require-provenance"):
         _load(data_dir, "valid", "--require-provenance")
     strict, _ = setup(data_dir, "--require-provenance")
     with pytest.raises(DataError, match="checkpoint records no units provenance .*--require-provenance"):

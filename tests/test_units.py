@@ -248,7 +248,7 @@ def test_mfcc_end_to_end(mfcc_run):
     assert read_units_provenance(pair / "units.zip") == {
         "feature": "mfcc", "checkpoint_sha1": None, "layer": None, "n_clusters": K,
         "km_model_sha1": extract_units.sha1_file(km), "checkpoint": None, "km_model": str(km.resolve()),
-        "units_fingerprint": zip_fingerprint(pair / "units.zip")}  # ties the record to this units.zip
+        "units_zip": "units.zip", "units_fingerprint": zip_fingerprint(pair / "units.zip")}  # ties it to the zip
     # the same units from the assigner directly
     uid = next(iter(units))
     split = "train" if uid.startswith("train") else "dev"

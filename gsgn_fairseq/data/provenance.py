@@ -13,10 +13,11 @@ it loads, records it in the checkpoint's task state when training starts, and re
 whose provenance differs from the model's: units from another k-means model or another SSL
 layer index other clusters, and a model would read them without a word.
 
-A record is bound to its units by ``units_fingerprint``, the zip's
-:func:`~gsgn_fairseq.data.zip_store.zip_fingerprint` (its members' names and CRC-32s) when it
-was written (:func:`write_units_meta`). Every read compares it with the zip beside it, so a
-``units.json`` copied from another data set is refused. It is not compared between a model
+A record is bound to its units by ``units_zip`` (the zip's file name) and
+``units_fingerprint``, the zip's :func:`~gsgn_fairseq.data.zip_store.zip_fingerprint` (its
+members' names and CRC-32s) when it was written (:func:`write_units_meta`). Every read
+compares it with the zip read, so a ``units.json`` copied from another data set is refused;
+another zip in the same directory has no record. It is not compared between a model
 and its data: the units of one k-means model may be re-merged (another split added) and stay
 the model's. Records written before the fingerprint are read with a warning.
 """
@@ -35,11 +36,12 @@ UNITS_META = "units.json"
 PROVENANCE_KEYS = ("feature", "checkpoint_sha1", "layer", "km_model_sha1", "n_clusters")
 PATH_KEYS = ("checkpoint", "km_model")  # where the files were: bookkeeping, not compared
 FINGERPRINT_KEY = "units_fingerprint"  # ties the record to one units.zip: checked on read
+ZIP_KEY = "units_zip"  # the file name of that zip
 
 
 def provenance_of(meta: dict) -> Dict[str, object]:
     """The provenance entries (and file paths) of a ``units.json`` dict."""
-    out = {k: meta.get(k) for k in PROVENANCE_KEYS + PATH_KEYS + (FINGERPRINT_KEY,)}
+    out = {k: meta.get(k) for k in PROVENANCE_KEYS + PATH_KEYS + (ZIP_KEY, FINGERPRINT_KEY)}
     if out["feature"] is None:
         out["feature"] = meta.get("source")
     return out
@@ -48,7 +50,8 @@ def provenance_of(meta: dict) -> Dict[str, object]:
 def write_units_meta(units_zip: Path, meta: dict) -> Path:
     """Write ``meta`` as the ``units.json`` beside ``units_zip``, with the zip's fingerprint."""
     path = Path(units_zip).with_name(UNITS_META)
-    write_json_atomic(path, dict(meta, **{FINGERPRINT_KEY: zip_fingerprint(units_zip)}), indent=1, sort_keys=True)
+    binding = {ZIP_KEY: Path(units_zip).name, FINGERPRINT_KEY: zip_fingerprint(units_zip)}
+    write_json_atomic(path, dict(meta, **binding), indent=1, sort_keys=True)
     return path
 
 
@@ -68,8 +71,9 @@ def check_fingerprint(meta_path: Path, recorded: Optional[str], units_zip: Path)
 
 
 def read_units_provenance(units_zip: Path) -> Optional[Dict[str, object]]:
-    """The provenance in the ``units.json`` beside ``units_zip``, or None when there is none;
-    its fingerprint is checked against ``units_zip`` (:func:`check_fingerprint`)."""
+    """The provenance in the ``units.json`` beside ``units_zip``, or None when there is none
+    (or it was written for another zip); its fingerprint is checked against ``units_zip``
+    (:func:`check_fingerprint`)."""
     meta_path = Path(units_zip).with_name(UNITS_META)
     if not meta_path.is_file():
         return None
@@ -84,6 +88,9 @@ def read_units_provenance(units_zip: Path) -> Optional[Dict[str, object]]:
         raise DataError(f"{meta_path}: n_clusters must be a positive integer (the number of k-means clusters K), "
                         f"got {k!r} ({type(k).__name__}); correct the record or rerun extract_units")
     prov = provenance_of(meta)
+    if prov[ZIP_KEY] is not None and prov[ZIP_KEY] != Path(units_zip).name:
+        logger.info(f"{meta_path} describes {prov[ZIP_KEY]}, not {Path(units_zip).name}")
+        return None
     check_fingerprint(meta_path, prov[FINGERPRINT_KEY], Path(units_zip))
     return prov
 

@@ -252,9 +252,10 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
     def _note_data_provenance(self, prov, where: str) -> None:
         if prov is None:
             if self.require_provenance:
-                raise DataError(f"{where}: no units.json beside the units, and --require-provenance asks for one "
-                                "(gsgn-extract-units writes it)")
-            logger.warning(f"{where}: no units.json beside the units: their provenance cannot be checked")
+                raise DataError(f"{where}: no units.json beside the units (written for their zip), and "
+                                "--require-provenance asks for one (gsgn-extract-units writes it)")
+            logger.warning(f"{where}: no units.json beside the units (written for their zip): their provenance "
+                           "cannot be checked")
             return
         k = prov.get("n_clusters")
         if k is not None and k != self.num_units:
