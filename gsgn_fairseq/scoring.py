@@ -13,12 +13,19 @@ with SentencePiece and decoded again, which can differ from the original text): 
 ``tgt_text`` column, whose row order is fairseq's sample id for a single ``--gen-subset``,
 or a plain text file with one reference per TSV row. Every row needs a hypothesis; nothing is
 dropped. An output that was SentencePiece-decoded twice (its spaces deleted) is refused.
+
+The ``T-`` lines do check that the references line up with the samples: each must match its
+reference row (:func:`matches_reference`: equal after NFKC normalisation, which SentencePiece's
+``nmt_nfkc`` applies, and collapsing whitespace, each ``<<unk>>`` standing for one or more
+characters outside the vocabulary). A reordered TSV or ``--refs`` file is refused, naming the
+first sample that does not match.
 """
 import csv
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import sacrebleu
 
@@ -28,6 +35,7 @@ _GEN_LINE = re.compile(r"^([TDH])-(\d+)\t(.*)$")
 _FAIRSEQ_BLEU = re.compile(r"^Generate (\S+) with beam=\d+: BLEU = ([0-9.]+)")
 # hypotheses whose words are this many times longer than the references' look space-stripped
 WORD_LENGTH_RATIO_CEILING = 2.0
+ESCAPED_UNK = "<<unk>>"  # how fairseq-generate prints an unknown target piece in T- lines
 
 
 class ScoringError(ValueError):
@@ -76,9 +84,22 @@ def read_generate_output(path: Path) -> GenerateOutput:
     return GenerateOutput(hyps, refs, pieces, bleu, subset)
 
 
+@dataclass
+class References:
+    """Reference texts in sample-id order, and where each came from (``path``, line
+    ``first_line + i`` for sample ``i``)."""
+
+    texts: List[str]
+    path: Path
+    first_line: int
+
+    def where(self, i: int) -> str:
+        return f"{self.path}:{self.first_line + i}"
+
+
 def read_tsv_references(tsv: Path) -> List[str]:
     """``tgt_text`` of every row of a speech_to_text TSV, in row order (fairseq's sample ids)."""
-    with open(tsv, encoding="utf-8", newline="") as f:
+    with open(tsv, encoding="utf-8-sig", newline="") as f:  # a byte-order mark is read past
         reader = csv.DictReader(f, delimiter="\t", quotechar=None, doublequote=False,
                                 lineterminator="\n", quoting=csv.QUOTE_NONE)
         if reader.fieldnames is None or "tgt_text" not in reader.fieldnames:
@@ -222,18 +243,65 @@ def paired_bootstrap(hyps: Sequence[str], baseline_hyps: Sequence[str], refs: Se
     return out
 
 
-def read_references(tsv: Optional[Path], refs_file: Optional[Path]) -> List[str]:
+def read_references(tsv: Optional[Path], refs_file: Optional[Path]) -> References:
     if (tsv is None) == (refs_file is None):
         raise ScoringError("give the references as exactly one of --tsv (the split's TSV) or --refs (a text file)")
-    return read_tsv_references(tsv) if tsv is not None else read_text_references(refs_file)
+    if tsv is not None:
+        return References(read_tsv_references(tsv), Path(tsv), first_line=2)  # line 1: the header
+    return References(read_text_references(refs_file), Path(refs_file), first_line=1)
 
 
-def read_scorable_hypotheses(path: Path, refs: List[str], refs_name: str) -> List[str]:
-    """The ``D-`` hypotheses of a ``fairseq-generate`` output in reference order, checked."""
+def _normalised(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", text).split())
+
+
+def matches_reference(fairseq_reference: str, reference: str) -> bool:
+    """Whether a ``T-`` line is ``reference`` after SentencePiece's round trip: equal after
+    NFKC normalisation and collapsing whitespace, each ``<<unk>>`` standing for one or more
+    characters (no space) that the target vocabulary lacks."""
+    pieces = _normalised(fairseq_reference).split(ESCAPED_UNK)
+    return re.fullmatch("[^ ]+?".join(re.escape(p) for p in pieces), _normalised(reference)) is not None
+
+
+def check_references_align(output: GenerateOutput, refs: References, where: str) -> None:
+    """Each ``T-`` line must match its reference row (:func:`matches_reference`); a mismatch
+    means the references are not in the order of the decoded samples."""
+    for i in sorted(output.fairseq_references):
+        if i < len(refs.texts) and not matches_reference(output.fairseq_references[i], refs.texts[i]):
+            raise ScoringError(
+                f"{where}: the references do not line up with the samples: sample {i}'s reference in the output "
+                f"(T-{i}) is {output.fairseq_references[i]!r}, but {refs.where(i)} is {refs.texts[i]!r}. Give the "
+                "TSV (or --refs file) of the decoded subset, its rows in their original order")
+
+
+def read_checked_output(path: Path, refs: References) -> Tuple[GenerateOutput, List[str]]:
+    """A ``fairseq-generate`` output and its ``D-`` hypotheses in reference order, checked:
+    one per reference, not space-stripped, and its ``T-`` lines matching the references."""
     output = read_generate_output(Path(path))
-    hyps = align(output, refs, f"{path} against {refs_name}")
-    check_not_space_stripped(output, refs, str(path))
-    return hyps
+    hyps = align(output, refs.texts, f"{path} against {refs.path}")
+    check_not_space_stripped(output, refs.texts, str(path))
+    check_references_align(output, refs, str(path))
+    return output, hyps
+
+
+def fairseq_bleu_note(output: GenerateOutput, hyps: Sequence[str], refs: Sequence[str], bleu: float,
+                      tolerance: float) -> str:
+    """Why fairseq's own ``--scoring sacrebleu`` figure differs from ``bleu`` (ours), or that it
+    agrees. fairseq scores the same hypotheses against its ``T-`` lines, so a difference that
+    BLEU against those lines reproduces comes from the references the round trip changed."""
+    if abs(output.fairseq_bleu - bleu) <= tolerance:
+        return "agrees"
+    if set(output.fairseq_references) != set(range(len(refs))):
+        return "differs; the output has no T- line for every sample, so the cause cannot be told"
+    t_lines = [output.fairseq_references[i] for i in range(len(refs))]
+    changed = [i for i, (t, r) in enumerate(zip(t_lines, refs)) if _normalised(t) != _normalised(r)]
+    against_t = corpus_scores(hyps, t_lines)["bleu"]
+    if abs(output.fairseq_bleu - against_t) <= tolerance and changed:
+        i = changed[0]
+        return (f"differs: it scores against its T- lines, {len(changed)} of which differ from the references "
+                f"through the SentencePiece round trip (e.g. sample {i}: {t_lines[i]!r} for {refs[i]!r})")
+    return (f"differs, and not through its T- lines (BLEU against them: {against_t:.2f}): was the output decoded "
+            "with other --scoring options (--sacrebleu-tokenizer, --sacrebleu-lowercase)?")
 
 
 def score_generate_output(path: Path, tsv: Optional[Path] = None, refs_file: Optional[Path] = None,
@@ -241,23 +309,23 @@ def score_generate_output(path: Path, tsv: Optional[Path] = None, refs_file: Opt
                           n_samples: int = 1000) -> dict:
     """Score a ``fairseq-generate`` output against the data's references.
 
-    Returns :func:`corpus_scores` plus ``references`` (where they came from) and, when the
-    output has fairseq's ``--scoring sacrebleu`` line, ``fairseq_bleu`` and ``fairseq_agrees``
-    (fairseq scores against its re-encoded ``T-`` lines; a difference means the
-    SentencePiece round trip changed some references). With ``baseline`` (another
-    ``fairseq-generate`` output of the same split), ``paired_bs`` holds
-    :func:`paired_bootstrap` of this output against it.
+    Returns :func:`corpus_scores` plus ``references`` (where they came from), ``t_lines_checked``
+    (how many ``T-`` lines matched their references) and, when the output has fairseq's
+    ``--scoring sacrebleu`` line, ``fairseq_bleu``, ``fairseq_agrees`` and ``fairseq_note``
+    (:func:`fairseq_bleu_note`). With ``baseline`` (another ``fairseq-generate`` output of the
+    same split, held to the same checks), ``paired_bs`` holds :func:`paired_bootstrap` of this
+    output against it.
     """
     refs = read_references(tsv, refs_file)
-    output = read_generate_output(Path(path))
-    hyps = align(output, refs, f"{path} against {tsv or refs_file}")
-    check_not_space_stripped(output, refs, str(path))
-    out = corpus_scores(hyps, refs)
-    out["references"] = str(tsv or refs_file)
+    output, hyps = read_checked_output(path, refs)
+    out = corpus_scores(hyps, refs.texts)
+    out["references"] = str(refs.path)
+    out["t_lines_checked"] = len(output.fairseq_references)
     if baseline is not None:
-        base_hyps = read_scorable_hypotheses(baseline, refs, str(tsv or refs_file))
-        out["paired_bs"] = dict(paired_bootstrap(hyps, base_hyps, refs, n_samples), baseline_output=str(baseline))
+        _, base_hyps = read_checked_output(baseline, refs)
+        out["paired_bs"] = dict(paired_bootstrap(hyps, base_hyps, refs.texts, n_samples), baseline_output=str(baseline))
     if output.fairseq_bleu is not None:
         out["fairseq_bleu"] = output.fairseq_bleu
         out["fairseq_agrees"] = abs(output.fairseq_bleu - out["bleu"]) <= agree_tolerance
+        out["fairseq_note"] = fairseq_bleu_note(output, hyps, refs.texts, out["bleu"], agree_tolerance)
     return out

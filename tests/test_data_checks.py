@@ -13,7 +13,7 @@ import yaml
 
 from gsgn_fairseq.data.manifest import S2T_COLUMNS, UNITS_COLUMN, read_tsv, write_tsv
 from gsgn_fairseq.data.mustc import DataError, read_wav
-from gsgn_fairseq.data.zip_store import split_ref
+from gsgn_fairseq.data.zip_store import split_ref, zip_fingerprint
 from test_task import K, setup
 from tiny_s2t_data import make_tiny_multiview_data, poison_fbank
 
@@ -58,6 +58,24 @@ def test_non_integer_n_frames_names_line_and_utterance(data_dir):
     write_tsv(data_dir / "valid.tsv", rows, COLUMNS)
     with pytest.raises(DataError, match=r"valid\.tsv:2: utterance valid_0: n_frames must be a positive integer.*'abc'"):
         _load(data_dir)
+
+
+def test_false_n_frames_is_caught_against_the_fbank_header(data_dir):
+    rows = read_tsv(data_dir / "valid.tsv")
+    true_frames = rows[1]["n_frames"]
+    rows[1]["n_frames"] = "5"  # a valid integer, but not the utterance's length
+    write_tsv(data_dir / "valid.tsv", rows, COLUMNS)
+    with pytest.raises(DataError, match=rf"valid\.tsv:3: utterance valid_1: n_frames is 5 but its FBank features "
+                                        rf"\(fbank80\.zip:\d+:\d+\) have {true_frames} frames"):
+        _load(data_dir)
+
+
+def test_tsv_with_a_byte_order_mark_is_read(data_dir):
+    text = (data_dir / "valid.tsv").read_text(encoding="utf-8")
+    (data_dir / "valid.tsv").write_text("\ufeff" + text, encoding="utf-8")
+    _, ds = _load(data_dir)
+    assert ds.ids == [r["id"] for r in read_tsv(data_dir / "valid.tsv")] and len(ds) == 3
+    ds[0]
 
 
 def test_yaml_list_as_data_config_names_the_file(data_dir):
@@ -106,6 +124,18 @@ def test_in_range_garbage_in_a_units_entry_fails_its_crc(data_dir):
         ds[1]
 
 
+def test_finite_damage_in_an_fbank_entry_fails_its_crc(data_dir):
+    ref = read_tsv(data_dir / "valid.tsv")[1]["audio"]
+    _, offset, length = split_ref(ref)
+    blob = bytearray((data_dir / "fbank80.zip").read_bytes())
+    blob[offset + length - 2] ^= 0x01  # a low bit of the last float: still finite
+    (data_dir / "fbank80.zip").write_bytes(bytes(blob))
+    _, ds = _load(data_dir)
+    ds[0]
+    with pytest.raises(DataError, match=r"utterance valid_1: .*fbank80\.zip:\d+:\d+: CRC mismatch"):
+        ds[1]
+
+
 # ----------------------------------------------------------------- features and lengths
 
 
@@ -117,12 +147,24 @@ def test_nan_fbank_names_the_utterance(data_dir):
         ds[2]
 
 
-def test_utterance_longer_than_max_tokens_is_named(data_dir):
-    _, ds = _load(data_dir)
+def _batches(task, split, max_tokens):
+    return task.get_batch_iterator(task.dataset(split), max_tokens=max_tokens, max_positions=(10 ** 6, 10 ** 6))
+
+
+def test_utterance_longer_than_max_tokens_names_the_flag_of_the_tool(data_dir):
+    task, ds = _load(data_dir)
     longest = int(np.argmax(ds.n_frames))
     limit = int(ds.n_frames[longest]) - 1
+    # fairseq-validate and fairseq-generate batch by --max-tokens
+    with pytest.raises(DataError, match=rf"longer than --max-tokens {limit} .*{ds.utt_id(longest)} "):
+        _batches(task, "valid", limit)
+    # fairseq-train: once the training batches are asked for, validation batches by --max-tokens-valid
+    task.load_dataset("train")
+    _batches(task, "train", 10 ** 6)
     with pytest.raises(DataError, match=rf"longer than --max-tokens-valid {limit} .*{ds.utt_id(longest)} "):
-        ds.batch_by_size(np.arange(len(ds)), max_tokens=limit)
+        _batches(task, "valid", limit)
+    with pytest.raises(DataError, match=r"longer than --max-tokens 1 "):
+        _batches(task, "train", 1)
 
 
 def test_msd_schedule_without_multi_stage_dropout_is_refused(data_dir):
@@ -158,7 +200,8 @@ def test_task_records_the_units_provenance_in_its_state(data_dir):
     state = task.state_dict()
     assert state["units_provenance"] == {"feature": "synthetic", "checkpoint_sha1": None, "layer": None,
                                          "km_model_sha1": None, "n_clusters": K, "checkpoint": None,
-                                         "km_model": None}
+                                         "km_model": None, "units_zip": "units.zip",
+                                         "units_fingerprint": zip_fingerprint(data_dir / "units.zip")}
     torch.save(state, data_dir / "state.pt")  # plain types: readable under weights_only
     assert torch.load(data_dir / "state.pt", weights_only=True) == state
 
@@ -175,6 +218,44 @@ def test_units_of_another_kmeans_model_are_refused_naming_both(data_dir):
     other.load_dataset("valid")  # ... or the data first (fairseq-train resuming)
     with pytest.raises(DataError, match=r"made differently from those the model was trained on"):
         other.load_state_dict(state)
+
+
+def test_units_json_with_a_non_integer_k_names_the_file(data_dir):
+    _set_provenance(data_dir, n_clusters=str(K))
+    with pytest.raises(DataError, match=rf"units\.json: n_clusters must be a positive integer .*got '{K}' \(str\)"):
+        _load(data_dir)
+
+
+def test_a_units_json_copied_from_other_units_is_refused(data_dir, tmp_path):
+    other = make_tiny_multiview_data(tmp_path / "other", n_train=6, n_valid=3, num_units=K, seed=1)
+    (data_dir / "units.json").write_bytes((other / "units.json").read_bytes())  # same K, same "k-means"
+    with pytest.raises(DataError, match=rf"units\.json does not describe .*units\.zip: its units_fingerprint is "
+                                        rf"{zip_fingerprint(other / 'units.zip')}, the zip's is "
+                                        rf"{zip_fingerprint(data_dir / 'units.zip')}"):
+        _load(data_dir)
+
+
+def test_units_json_without_a_fingerprint_is_read_with_a_warning(data_dir, caplog):
+    meta = json.loads((data_dir / "units.json").read_text())
+    del meta["units_fingerprint"]  # written by an older extract_units
+    (data_dir / "units.json").write_text(json.dumps(meta))
+    task, _ = _load(data_dir)
+    assert task.data_units_provenance[0]["n_clusters"] == K
+    assert "units.json: no units_fingerprint (written by an older extract_units)" in caplog.text
+
+
+def test_require_provenance_refuses_missing_records(data_dir, caplog):
+    task, _ = _load(data_dir, "train")
+    state = task.state_dict()
+    (data_dir / "units.json").unlink()
+    _load(data_dir)  # by default: a warning
+    assert "no units.json beside the units (written for their zip): their provenance cannot be checked" in caplog.text
+    with pytest.raises(DataError, match=r"valid\.tsv .*no units\.json beside the units \(written for their zip\), "
+                                        r"and --require-provenance"):
+        _load(data_dir, "valid", "--require-provenance")
+    strict, _ = setup(data_dir, "--require-provenance")
+    with pytest.raises(DataError, match="checkpoint records no units provenance .*--require-provenance"):
+        strict.load_state_dict(dict(state, units_provenance=None))
 
 
 def test_units_k_must_match_num_units(data_dir):

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import sacrebleu
 import torch
 
 from gsgn_fairseq.scoring import ScoringError, score_generate_output
@@ -15,16 +16,17 @@ from gsgn_fairseq.cli import average_checkpoints
 BIN = Path(sys.executable).parent
 
 
-def _ckpt(path, w, val, epoch, updates, step=0, metric="loss", maximize=False):
+def _ckpt(path, w, val, epoch, updates, step=0, metric="loss", maximize=False, model_cfg=None, provenance=None):
     # saved at the end of `epoch`: fairseq's iterator state then says epoch + 1, 0 iterations in
     torch.save(
         {
-            "cfg": {"model": {"_name": "toy"},
+            "cfg": {"model": model_cfg or {"_name": "toy"},
                     "checkpoint": {"best_checkpoint_metric": metric, "maximize_best_checkpoint_metric": maximize}},
             "model": {"w": torch.tensor(w, dtype=torch.float32), "step": torch.tensor(step)},
             "optimizer_history": [{"num_updates": updates}],
             "last_optimizer_state": {"big": torch.zeros(3)},
             "extra_state": {"val_loss": val, "train_iterator": {"epoch": epoch + 1, "iterations_in_epoch": 0}},
+            "task_state": {"units_provenance": provenance},
         },
         path,
     )
@@ -79,6 +81,57 @@ def test_average_ranks_bleu_runs_highest_first(tmp_path):
         average_checkpoints.average_best(tmp_path, 2, tmp_path / "avg.pt")
 
 
+def test_average_counts_only_copies_of_one_update_once(tmp_path, caplog):
+    import shutil
+
+    _ckpt(tmp_path / "checkpoint1.pt", [1.0], 3.0, 1, 10)
+    _ckpt(tmp_path / "checkpoint2.pt", [2.0], 2.0, 2, 20)
+    shutil.copy(tmp_path / "checkpoint2.pt", tmp_path / "checkpoint.best_loss_2.0000.pt")  # fairseq's copy
+    assert average_checkpoints.average_best(tmp_path, 5, tmp_path / "avg.pt")["epochs"] == [1, 2]
+    # another run's checkpoint saved at the same update count is a candidate of its own ...
+    _ckpt(tmp_path / "checkpoint.best_loss_1.0000.pt", [8.0], 1.0, 2, 20)
+    summary = average_checkpoints.average_best(tmp_path, 2, tmp_path / "avg.pt")
+    assert [c["path"] for c in summary["checkpoints"]] == [str(tmp_path / "checkpoint.best_loss_1.0000.pt"),
+                                                          str(tmp_path / "checkpoint.best_loss_2.0000.pt")]
+    assert "were both saved at update 20 but hold different weights" in caplog.text
+    # ... so the model check runs on it
+    _ckpt(tmp_path / "checkpoint.best_loss_1.0000.pt", [8.0], 1.0, 2, 20, model_cfg={"_name": "toy", "layers": 3})
+    with pytest.raises(ValueError, match=r"checkpoint\.best_loss_2\.0000\.pt: not the same model as .*"
+                                         r"checkpoint\.best_loss_1\.0000\.pt: model\.layers is '<unset>'"):
+        average_checkpoints.average_best(tmp_path, 2, tmp_path / "avg.pt")
+
+
+def test_average_cli_refuses_bad_counts_and_names_a_truncated_checkpoint(tmp_path):
+    for e in (1, 2):
+        _ckpt(tmp_path / f"checkpoint{e}.pt", [float(e)], float(e), e, e * 10)
+
+    def run(*argv):
+        return subprocess.run([str(BIN / "gsgn-average-checkpoints"), "--inputs", tmp_path,
+                               "--output", tmp_path / "avg.pt", *argv], capture_output=True, text=True)
+
+    for flag, n in (("--num-best-checkpoints", "0"), ("--num-best-checkpoints", "-2"), ("--last", "0"), ("--last", "-1")):
+        proc = run(flag, n)
+        assert proc.returncode == 2 and f"{flag} must be a positive number of checkpoints, got {n}" in proc.stderr, \
+            proc.stderr[-2000:]
+    with pytest.raises(ValueError, match="--last must be a positive number of checkpoints, got 0"):
+        average_checkpoints.average_best(tmp_path, 0, tmp_path / "avg.pt", last=True)
+    blob = (tmp_path / "checkpoint2.pt").read_bytes()
+    (tmp_path / "checkpoint2.pt").write_bytes(blob[: len(blob) // 2])
+    proc = run("--num-best-checkpoints", "2")
+    assert proc.returncode == 1 and f"{tmp_path / 'checkpoint2.pt'}: not a readable checkpoint" in proc.stderr, \
+        proc.stderr[-2000:]
+    assert not (tmp_path / "avg.pt").exists()
+
+
+def test_average_refuses_checkpoints_trained_on_other_units(tmp_path):
+    prov = {"feature": "mfcc", "km_model_sha1": "a" * 40, "n_clusters": 100, "units_fingerprint": "1" * 40}
+    _ckpt(tmp_path / "checkpoint1.pt", [1.0], 1.0, 1, 10, provenance=prov)
+    _ckpt(tmp_path / "checkpoint2.pt", [2.0], 2.0, 2, 20, provenance=dict(prov, units_fingerprint="2" * 40))
+    with pytest.raises(ValueError, match=r"checkpoint2\.pt: not the same model as .*checkpoint1\.pt: "
+                                         r"task_state\.units_provenance\.units_fingerprint is '2222"):
+        average_checkpoints.average_best(tmp_path, 2, tmp_path / "avg.pt")
+
+
 def test_average_refuses_mismatched_shapes(tmp_path):
     _ckpt(tmp_path / "checkpoint1.pt", [1.0, 2.0], 1.0, 1, 10)
     _ckpt(tmp_path / "checkpoint2.pt", [1.0, 2.0, 3.0], 2.0, 2, 20)
@@ -96,17 +149,26 @@ def _tsv(path, refs):
 def test_score_generate_orders_by_id_against_tsv_references(tmp_path):
     tsv = _tsv(tmp_path / "tst_st.tsv", ["der Hund schläft im Garten", "das ist ein kleiner Test"])
     out = tmp_path / "gen.txt"
-    # T- lines are fairseq's re-encoded references: never used for the score
-    out.write_text(
-        "S-1\tx\nT-1\tIGNORED\nH-1\t-0.1\t▁das ...\nD-1\t-0.1\tdas ist ein kleiner Test\n"
-        "T-0\tIGNORED\nD-0\t-0.2\tder Hund schläft im Garten\n"
-        "Generate tst_st with beam=5: BLEU = 0.00 0.0/0.0/0.0/0.0 (BP = 1.000 ratio = 1.000 hyp_len = 9 ref_len = 9)\n"
-    )
+    # T- lines are fairseq's re-encoded references (here with an unknown character): they check
+    # the order, but the score is against the TSV's references
+    t_lines = ["der Hund schl<<unk>>ft im Garten", "das ist ein kleiner Test"]
+    gen = ("S-1\tx\nT-1\tdas ist ein kleiner Test\nH-1\t-0.1\t▁das ...\nD-1\t-0.1\tdas ist ein kleiner Test\n"
+           "T-0\tder Hund schl<<unk>>ft im Garten\nD-0\t-0.2\tder Hund schläft im Garten\n"
+           "Generate tst_st with beam=5: BLEU = {:.2f} 0.0/0.0/0.0/0.0 (BP = 1.000 ratio = 1.000 hyp_len = 9 ref_len = 9)\n")
+    against_t = sacrebleu.corpus_bleu(["der Hund schläft im Garten", "das ist ein kleiner Test"], [t_lines]).score
+    out.write_text(gen.format(against_t))
     res = score_generate_output(out, tsv=tsv)
-    assert res["bleu"] == 100.0 and res["chrf"] == 100.0 and res["n_sentences"] == 2
+    assert res["bleu"] == 100.0 and res["chrf"] == 100.0 and res["n_sentences"] == 2 and res["t_lines_checked"] == 2
     assert res["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
     assert res["chrf_signature"].startswith("nrefs:1|case:mixed|eff:yes|nc:6|nw:0")
-    assert res["fairseq_bleu"] == 0.0 and res["fairseq_agrees"] is False
+    assert res["fairseq_bleu"] == round(against_t, 2) and res["fairseq_agrees"] is False
+    assert res["fairseq_note"].startswith("differs: it scores against its T- lines, 1 of which differ from the "
+                                          "references through the SentencePiece round trip (e.g. sample 0")
+    out.write_text(gen.format(0.0))  # a figure its T- lines do not explain
+    assert "not through its T- lines (BLEU against them: " in score_generate_output(out, tsv=tsv)["fairseq_note"]
+    # a TSV that starts with a UTF-8 byte-order mark is read as it is meant
+    tsv.write_text("\ufeff" + tsv.read_text(encoding="utf-8"), encoding="utf-8")
+    assert score_generate_output(out, tsv=tsv)["bleu"] == 100.0
     # case-sensitive, as the paper's protocol
     out.write_text("D-0\t-0.2\tDER HUND SCHLÄFT IM GARTEN\nD-1\t-0.1\tdas ist ein kleiner Test\n")
     assert score_generate_output(out, tsv=tsv)["bleu"] < 70
@@ -115,6 +177,46 @@ def test_score_generate_orders_by_id_against_tsv_references(tmp_path):
     refs.write_text("der Hund schläft im Garten\ndas ist ein kleiner Test\n")
     out.write_text("D-1\t-0.1\tdas ist ein kleiner Test\nD-0\t-0.2\tder Hund schläft im Garten\n")
     assert score_generate_output(out, refs_file=refs)["bleu"] == 100.0
+
+
+def _gen_with_targets(path, refs, t_lines=None):
+    """A fairseq-generate output that decodes every reference perfectly (T- lines: ``t_lines``)."""
+    t_lines = refs if t_lines is None else t_lines
+    path.write_text("".join(f"T-{i}\t{t}\nD-{i}\t-0.1\t{r}\n" for i, (t, r) in enumerate(zip(t_lines, refs))),
+                    encoding="utf-8")
+    return path
+
+
+def test_score_generate_refuses_references_out_of_order(tmp_path):
+    refs = ["der Hund schläft im Garten", "das ist ein kleiner Test", "die Katze läuft heute"]
+    gen = _gen_with_targets(tmp_path / "gen.txt", refs)
+    tsv = _tsv(tmp_path / "tst_st.tsv", refs[::-1])  # rows reordered
+    with pytest.raises(ScoringError, match=r"gen\.txt: the references do not line up with the samples: sample 0's "
+                                           r"reference in the output \(T-0\) is 'der Hund schläft im Garten', "
+                                           r"but .*tst_st\.tsv:2 is 'die Katze läuft heute'"):
+        score_generate_output(gen, tsv=tsv)
+    ref_file = tmp_path / "tst.de"
+    ref_file.write_text("\n".join([refs[0], refs[2], refs[1]]) + "\n", encoding="utf-8")
+    with pytest.raises(ScoringError, match=r"sample 1's reference in the output \(T-1\) is 'das ist ein kleiner Test', "
+                                           r"but .*tst\.de:2 is 'die Katze läuft heute'"):
+        score_generate_output(gen, refs_file=ref_file)
+    proc = subprocess.run([str(BIN / "gsgn-score"), gen, "--tsv", tsv], capture_output=True, text=True)
+    assert proc.returncode == 1 and "do not line up with the samples" in proc.stderr, proc.stderr
+    # the SentencePiece round trip is no mismatch: <<unk>> for unseen characters, NFKC, spacing
+    tsv = _tsv(tmp_path / "tst_st.tsv", refs)
+    rt = _gen_with_targets(tmp_path / "rt.txt", refs, ["der Hund schl<<unk>>ft im Garten", "das  ist ein kleiner Test",
+                                                       "<<unk>> Katze l<<unk>>uft heute"])
+    assert score_generate_output(rt, tsv=tsv)["t_lines_checked"] == 3
+    tsv2 = _tsv(tmp_path / "nfkc_st.tsv", ["Ｔｅｓｔ ｎｕｍｂｅｒ ２"])
+    assert score_generate_output(_gen_with_targets(tmp_path / "n.txt", ["Test number 2"]), tsv=tsv2)["bleu"] < 100
+    # ... but <<unk>> stands for characters within a word, not for words
+    wrong = _gen_with_targets(tmp_path / "w.txt", refs, [refs[0], "das <<unk>> Test", refs[2]])
+    with pytest.raises(ScoringError, match=r"sample 1's reference"):
+        score_generate_output(wrong, tsv=tsv)
+    # the baseline of --paired-bs is held to the same check
+    base = _gen_with_targets(tmp_path / "base.txt", refs[::-1])
+    with pytest.raises(ScoringError, match=r"base\.txt: the references do not line up with the samples"):
+        score_generate_output(gen, tsv=tsv, baseline=base)
 
 
 def test_score_generate_refuses_space_stripped_hypotheses(tmp_path):

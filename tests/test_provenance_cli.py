@@ -47,6 +47,14 @@ def _validate(data, checkpoint):
     ])
 
 
+def _generate(data, checkpoint):
+    return _run("fairseq-generate", [
+        data, "--user-dir", USER_DIR, "--task", "speech_to_text_multiview", "--config-yaml", "config_st.yaml",
+        "--gen-subset", "valid", "--path", checkpoint, "--beam", "2", "--max-tokens", "2000",
+        "--num-workers", "0", "--cpu",
+    ])
+
+
 def test_checkpoint_records_the_units_provenance(trained):
     import torch
 
@@ -63,11 +71,7 @@ def test_validate_generate_and_resume_refuse_units_of_another_kmeans_model(train
     other = _copy_with(data, tmp_path / "other", km_model_sha1="f" * 40)
     rc, log = _validate(other, ckpt / "checkpoint_last.pt")
     assert rc != 0 and "km_model_sha1 is 'ffff" in log and "for the model" in log, log[-3000:]
-    rc, log = _run("fairseq-generate", [
-        other, "--user-dir", USER_DIR, "--task", "speech_to_text_multiview", "--config-yaml", "config_st.yaml",
-        "--gen-subset", "valid", "--path", ckpt / "checkpoint_last.pt", "--beam", "2", "--max-tokens", "2000",
-        "--num-workers", "0", "--cpu",
-    ])
+    rc, log = _generate(other, ckpt / "checkpoint_last.pt")
     assert rc != 0 and "made differently from those the model was trained on" in log, log[-3000:]
     resume_dir = tmp_path / "resume"
     shutil.copytree(ckpt, resume_dir)
@@ -75,6 +79,17 @@ def test_validate_generate_and_resume_refuse_units_of_another_kmeans_model(train
         train(other, resume_dir, "--fusion", "gsgn", max_epoch=2)
     rc, log = _validate(data, ckpt / "checkpoint_last.pt")  # the model's own data still passes
     assert rc == 0, log[-3000:]
+
+
+def test_validate_and_generate_refuse_a_units_json_copied_from_other_units(trained, tmp_path):
+    data, ckpt = trained
+    other = make_tiny_multiview_data(tmp_path / "other", n_train=8, n_valid=3, num_units=K, seed=1)
+    copied = _copy_with(data, tmp_path / "copied")
+    shutil.copy(other / "units.json", copied / "units.json")  # same k-means record, other units
+    rc, log = _validate(copied, ckpt / "checkpoint_last.pt")
+    assert rc != 0 and "units.json does not describe" in log and "units_fingerprint is" in log, log[-3000:]
+    rc, log = _generate(copied, ckpt / "checkpoint_last.pt")
+    assert rc != 0 and "units.json does not describe" in log, log[-3000:]
 
 
 def test_validate_stops_on_nan_features_naming_the_utterance(trained, tmp_path):

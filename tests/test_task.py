@@ -1,5 +1,6 @@
 """Task speech_to_text_multiview: loading, collating and checking the two views."""
 import argparse
+import json
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from fairseq import options, tasks
 import gsgn_fairseq  # noqa: F401
 from gsgn_fairseq.data.manifest import S2T_COLUMNS, UNITS_COLUMN, read_tsv, write_tsv
 from gsgn_fairseq.data.multiview_dataset import ViewAlignment
+from gsgn_fairseq.data.provenance import write_units_meta
 from gsgn_fairseq.data.zip_store import read_npy_ref, write_npy_zip, zip_manifest
 from tiny_s2t_data import make_tiny_multiview_data
 
@@ -207,6 +209,7 @@ def test_units_come_from_the_data_dir_not_an_old_audio_root(data_dir, tmp_path):
     new = {r["id"]: np.full_like(read_npy_ref(copy, r["units"]), 7) for r in rows}
     items = [(r["id"], new.get(r["id"], read_npy_ref(copy, r["units"]))) for r in read_tsv(copy / "train.tsv") + rows]
     write_npy_zip(copy / "units.zip", items)  # same member layout: refs unchanged
+    write_units_meta(copy / "units.zip", json.loads((copy / "units.json").read_text()))  # as extract_units does
     refs = zip_manifest(copy / "units.zip")
     assert all(refs[r["id"]] == r["units"] for r in rows)
     config = yaml.safe_load(open(copy / "config_st.yaml"))

@@ -243,10 +243,12 @@ def test_mfcc_end_to_end(mfcc_run):
     assert not (pair / "units_shards").exists() and not (pair / "units.zip.lock").exists()
     # how they were made, as training reads it back (gsgn_fairseq.data.provenance)
     from gsgn_fairseq.data.provenance import read_units_provenance
+    from gsgn_fairseq.data.zip_store import zip_fingerprint
 
     assert read_units_provenance(pair / "units.zip") == {
         "feature": "mfcc", "checkpoint_sha1": None, "layer": None, "n_clusters": K,
-        "km_model_sha1": extract_units.sha1_file(km), "checkpoint": None, "km_model": str(km.resolve())}
+        "km_model_sha1": extract_units.sha1_file(km), "checkpoint": None, "km_model": str(km.resolve()),
+        "units_zip": "units.zip", "units_fingerprint": zip_fingerprint(pair / "units.zip")}  # ties it to the zip
     # the same units from the assigner directly
     uid = next(iter(units))
     split = "train" if uid.startswith("train") else "dev"

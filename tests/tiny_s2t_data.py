@@ -16,7 +16,6 @@ two word-specific ids (some random), so both views are learnable. The target is 
 upper-cased source words in reverse order (needs attention, not just copying). Same
 arguments, same bytes.
 """
-import json
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -24,6 +23,7 @@ import numpy as np
 import yaml
 
 from gsgn_fairseq.data.manifest import S2T_COLUMNS, UNITS_COLUMN, write_tsv
+from gsgn_fairseq.data.provenance import write_units_meta
 from gsgn_fairseq.data.zip_store import write_npy_zip, zip_manifest
 
 DEFAULT_WORDS = ("the", "a", "cat", "dog", "bird", "sees", "likes", "big")
@@ -86,7 +86,7 @@ def make_tiny_multiview_data(
     write_npy_zip(out / "units.zip", units)
     provenance = {"feature": "synthetic", "checkpoint_sha1": None, "layer": None, "km_model_sha1": None,
                   "n_clusters": num_units}
-    (out / "units.json").write_text(json.dumps(provenance, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    write_units_meta(out / "units.zip", provenance)
     audio_refs, unit_refs = zip_manifest(out / "fbank80.zip"), zip_manifest(out / "units.zip")
     for split, split_rows in rows.items():
         for r in split_rows:

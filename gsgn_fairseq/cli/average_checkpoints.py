@@ -3,8 +3,11 @@
 
 The candidates are the epoch checkpoints (``checkpoint{N}.pt``) and the
 ``checkpoint.best_{metric}_{value}.pt`` files that ``--keep-best-checkpoints`` writes in a
-fairseq save dir; duplicates of one update (``checkpoint_best.pt``, ``checkpoint_last.pt``,
-an epoch file and a best file of the same update) count once. Each candidate is ranked by the
+fairseq save dir (``checkpoint_best.pt`` and ``checkpoint_last.pt`` are copies of those). Two
+candidates count once only when they are copies: the same update count, epoch and weights
+(fairseq writes one file and copies it to the other names). Different checkpoints saved at
+the same update count (two runs' files in one directory) are both candidates, with a warning,
+and averaging them runs the model check below. Each candidate is ranked by the
 validation value fairseq stored in it (``extra_state["val_loss"]``, which holds whatever
 ``--best-checkpoint-metric`` measured). The metric and its direction are read from the
 checkpoints' own configuration (``checkpoint.best_checkpoint_metric``,
@@ -15,7 +18,8 @@ are refused, and so is a ``--maximize`` / ``--minimize`` that contradicts the ch
 The checkpoints must hold the same model: their model configuration (``cfg.model`` without
 the bookkeeping entries that belong to the other sections, such as paths, seeds, logging,
 optimisation and criterion settings), task configuration (without ``data``) and units
-provenance (``task_state``) must agree; the first difference is named. Parameters are
+provenance (``task_state``, with the fingerprint of the units trained on) must agree; the
+first difference is named. Parameters are
 averaged in float64 and cast back. The output keeps the first checkpoint's
 configuration (so ``fairseq-generate --path`` loads it) without the optimizer state, and a
 ``.json`` beside it lists the averaged epochs; the largest is the run's "convergence epoch".
@@ -26,8 +30,11 @@ configuration (so ``fairseq-generate --path`` loads it) without the optimizer st
 """
 import argparse
 import collections
+import hashlib
 import logging
+import pickle
 import re
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -62,7 +69,20 @@ def best_metric_of(state: dict) -> tuple:
 
 
 def _load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", mmap=True)
+    try:
+        return torch.load(path, map_location="cpu", mmap=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:  # truncated, damaged, not a checkpoint
+        raise ValueError(f"{path}: not a readable checkpoint ({err}); was it cut short while being "
+                         "saved or copied? Leave it out of the directory or replace it") from None
+
+
+def weights_digest(state: dict) -> str:
+    """A hash of a checkpoint's model parameters (names, dtypes, shapes and bytes)."""
+    h = hashlib.sha1()
+    for name, tensor in sorted(state["model"].items()):
+        h.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        h.update(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def completed_epoch(itr_state: dict) -> int:
@@ -72,8 +92,16 @@ def completed_epoch(itr_state: dict) -> int:
 
 
 def list_candidates(save_dir: Path) -> List[Candidate]:
-    """Every distinct update saved in ``save_dir`` that carries a validation value."""
-    seen: Dict[int, Candidate] = {}
+    """Every distinct checkpoint in ``save_dir`` that carries a validation value; copies of
+    one (same update count, epoch and weights) count once."""
+    kept: List[Candidate] = []
+    digests: Dict[str, str] = {}  # path -> weights_digest, computed only when update counts collide
+
+    def digest(path: str) -> str:
+        if path not in digests:
+            digests[path] = weights_digest(_load(Path(path)))
+        return digests[path]
+
     for path in sorted(Path(save_dir).iterdir()):
         if not CANDIDATE.match(path.name):
             continue
@@ -86,8 +114,15 @@ def list_candidates(save_dir: Path) -> List[Candidate]:
         epoch = completed_epoch(extra["train_iterator"])
         updates = int(state["optimizer_history"][-1]["num_updates"])
         name, maximize = best_metric_of(state)
-        seen.setdefault(updates, Candidate(str(path), epoch, updates, float(metric), name, maximize))
-    return list(seen.values())
+        candidate = Candidate(str(path), epoch, updates, float(metric), name, maximize)
+        same_update = [c for c in kept if c.num_updates == updates]
+        if any(c.epoch == epoch and digest(c.path) == digest(candidate.path) for c in same_update):
+            continue  # a copy (checkpoint.best_*.pt of checkpointN.pt)
+        for c in same_update:
+            logger.warning(f"{path} and {c.path} were both saved at update {updates} but hold different weights "
+                           f"(epochs {epoch} and {c.epoch}): two runs in one directory? Both are candidates")
+        kept.append(candidate)
+    return kept
 
 
 def ranking(candidates: List[Candidate], maximize: Optional[bool] = None) -> tuple:
@@ -144,7 +179,11 @@ def model_identity(state: dict) -> Dict[str, object]:
     out = {f"model.{k}": v for k, v in model.items()}
     out.update({f"task.{k}": v for k, v in _as_dict(cfg.get("task")).items()
                 if k not in bookkeeping and k not in model})
-    out["task_state.units_provenance"] = (state.get("task_state") or {}).get("units_provenance")
+    prov = (state.get("task_state") or {}).get("units_provenance")
+    if prov is None:
+        out["task_state.units_provenance"] = None
+    else:  # one entry per key, so that the first difference (e.g. units_fingerprint) is named
+        out.update({f"task_state.units_provenance.{k}": v for k, v in prov.items()})
     return out
 
 
@@ -200,6 +239,9 @@ def select_last(candidates: List[Candidate], n: int) -> List[Candidate]:
 def average_best(save_dir: Path, n: int, output: Path, maximize: Optional[bool] = None, last: bool = False) -> dict:
     """Average the ``n`` best checkpoints of ``save_dir`` on dev (or, with ``last``, the ``n``
     latest) into ``output``; returns the summary also written to ``output.json``."""
+    if n < 1:
+        raise ValueError(f"{'--last' if last else '--num-best-checkpoints'} must be a positive number of "
+                         f"checkpoints, got {n}")
     candidates = list_candidates(save_dir)
     chosen = select_last(candidates, n) if last else select_best(candidates, n, maximize)
     state = average_states([c.path for c in chosen])
@@ -234,12 +276,19 @@ def main():
                            help="assert that lower is better")
     p.add_argument("--output", required=True, type=Path)
     args = p.parse_args()
-    if args.last is not None:
-        summary = average_best(args.inputs, args.last, args.output, last=True)
-        how = "the latest"
-    else:
-        summary = average_best(args.inputs, args.num_best_checkpoints or 10, args.output, args.maximize)
-        how = f"best by {summary['metric']} ({'highest' if summary['maximize'] else 'lowest'} first)"
+    for flag, n in (("--last", args.last), ("--num-best-checkpoints", args.num_best_checkpoints)):
+        if n is not None and n < 1:
+            p.error(f"{flag} must be a positive number of checkpoints, got {n}")
+    try:
+        if args.last is not None:
+            summary = average_best(args.inputs, args.last, args.output, last=True)
+            how = "the latest"
+        else:
+            n = 10 if args.num_best_checkpoints is None else args.num_best_checkpoints
+            summary = average_best(args.inputs, n, args.output, args.maximize)
+            how = f"best by {summary['metric']} ({'highest' if summary['maximize'] else 'lowest'} first)"
+    except (ValueError, OSError) as err:
+        sys.exit(f"gsgn-average-checkpoints: {err}")
     logger.info(f"{how}: averaged epochs {summary['epochs']} -> {args.output} "
                 f"(convergence epoch {summary['convergence_epoch']})")
 

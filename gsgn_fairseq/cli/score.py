@@ -4,9 +4,10 @@
 Hypotheses are the ``D-`` lines (detokenized by the data config's ``bpe_tokenizer``: decode
 *without* ``--post-process``); references are the original texts, from the split's TSV
 (``tgt_text``) or a text file with one line per TSV row, never fairseq's re-encoded ``T-``
-lines. A reference without a hypothesis, or hypotheses that look space-stripped, are errors.
-When the output holds fairseq's own ``--scoring sacrebleu`` line, both scores are printed and
-a disagreement is reported. The scoring itself is ``gsgn_fairseq.scoring``.
+lines. A reference without a hypothesis, hypotheses that look space-stripped, and references
+that do not line up with the samples (a ``T-`` line that does not match its reference row)
+are errors. When the output holds fairseq's own ``--scoring sacrebleu`` line, it is printed
+beside ours, with the cause when they differ. The scoring itself is ``gsgn_fairseq.scoring``.
 
     gsgn-score exp/gsgn/generate-tst-COMMON.txt \
         --tsv data/en-de/tst-COMMON_st.tsv --json exp/gsgn/bleu-tst-COMMON.json
@@ -43,9 +44,10 @@ def main():
         sys.exit(f"gsgn-score: {e}")
     print(f"{out['detail']}\nchrF2 = {out['chrf']:.2f}\nsignature: {out['signature']}\n"
           f"chrF signature: {out['chrf_signature']}\nreferences: {out['references']} ({out['n_sentences']} sentences)")
+    if out["t_lines_checked"]:
+        print(f"sample order: {out['t_lines_checked']} T- lines match their references")
     if "fairseq_bleu" in out:
-        verdict = "agrees" if out["fairseq_agrees"] else "DIFFERS (its T- references are re-encoded text)"
-        print(f"fairseq-generate's own BLEU: {out['fairseq_bleu']:.2f} ({verdict})")
+        print(f"fairseq-generate's own BLEU: {out['fairseq_bleu']:.2f} ({out['fairseq_note']})")
     if "paired_bs" in out:
         bs = out["paired_bs"]
         print(f"paired bootstrap ({bs['n_samples']} resamples) against {bs['baseline_output']}:")

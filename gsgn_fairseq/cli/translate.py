@@ -112,12 +112,13 @@ def write_split(out_dir: Path, ids: Sequence[str], fbanks: Sequence[np.ndarray],
                 provenance: dict) -> Path:
     """The views as a speech_to_text split the task's dataset reads (absolute zip paths)."""
     from ..data.manifest import S2T_COLUMNS, UNITS_COLUMN, write_tsv
+    from ..data.provenance import write_units_meta
     from ..data.zip_store import write_npy_zip, zip_manifest
 
     fbank_zip, units_zip = out_dir / "fbank80.zip", out_dir / "units.zip"
     write_npy_zip(fbank_zip, zip(ids, fbanks))
     write_npy_zip(units_zip, zip(ids, units))
-    (out_dir / "units.json").write_text(json.dumps(provenance, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    write_units_meta(units_zip, provenance)  # the model's provenance, this zip's fingerprint
     fb, un = zip_manifest(fbank_zip, str(fbank_zip.resolve())), zip_manifest(units_zip, str(units_zip.resolve()))
     rows = [{"id": uid, "audio": fb[uid], "n_frames": len(f), "tgt_text": "", "speaker": "", "src_text": "",
              UNITS_COLUMN: un[uid]} for uid, f in zip(ids, fbanks)]

@@ -8,13 +8,17 @@ file, the line and the utterance, and say what to do.
 ``check_rows`` checks the columns and every row; ``check_zip_refs`` checks that each
 ``file.zip:offset:length`` reference points at the start of a stored member named after the
 row's utterance id (``{id}.npy``, as the prep and ``extract_units`` write them) with that
-length, so swapped references and truncated zips are caught when the dataset is built.
+length, so swapped references and truncated zips are caught when the dataset is built;
+``check_n_frames`` compares each row's ``n_frames`` with the frame count in the header of
+its FBank member, since batching (``--max-tokens``) and length filtering
+(``--max-source-positions``) trust ``n_frames`` without reading the features.
 """
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from .mustc import DataError
-from .zip_store import ZipMember, split_ref, zip_index
+from .zip_store import ZipMember, read_npy_header, split_ref, zip_index
 
 REQUIRED_COLUMNS = ("id", "audio", "n_frames", "tgt_text")
 
@@ -79,3 +83,30 @@ def check_zip_refs(tsv: Path, rows: List[Dict[str, str]], column: str, paths: Li
                             f"{member.length} bytes")
         members.append(member)
     return members
+
+
+def check_n_frames(tsv: Path, rows: List[Dict[str, str]], paths: List[str],
+                   members: List[Optional[ZipMember]]) -> None:
+    """Each row's ``n_frames`` equals the first dimension of its FBank array, read from the
+    ``.npy`` header of its zip member (``members``: :func:`check_zip_refs` of ``audio``;
+    plain files, None there, are not checked)."""
+    with ExitStack() as stack:
+        handles = {}
+        for i, (row, path, member) in enumerate(zip(rows, paths, members)):
+            if member is None:
+                continue
+            file, offset, _ = split_ref(path)
+            if file not in handles:
+                handles[file] = stack.enter_context(open(file, "rb"))
+            f = handles[file]
+            f.seek(offset)
+            where = f"{tsv}:{i + 2}: utterance {row['id']}"
+            try:
+                shape, _ = read_npy_header(f)
+            except ValueError as err:
+                raise DataError(f"{where}: audio {row['audio']} is not a .npy array ({err}); rerun the prep") from None
+            frames = shape[0] if shape else 0
+            if frames != int(row["n_frames"]):
+                raise DataError(f"{where}: n_frames is {row['n_frames']} but its FBank features ({row['audio']}) "
+                                f"have {frames} frames; batching and length filtering trust n_frames: "
+                                "correct the column (or rerun the prep)")

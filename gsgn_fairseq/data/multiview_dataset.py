@@ -14,6 +14,7 @@ the original. Absolute paths are used as they are.
 Checks, made when an utterance is loaded (the unit count is only known then) and raised as
 ``ValueError`` naming the utterance id:
 
+* the bytes of both views' zip members must match the zip's CRC-32 (``DataError``);
 * unit ids must lie in ``[0, K)`` (``--num-units K``; K itself is the padding id);
 * the views must belong together: after subsampling the FBank frames ``2^n``x and the units
   ``2^(n-1)``x (n = FBank conv layers of the model) the lengths may differ by at most
@@ -59,7 +60,8 @@ from torch import Tensor
 
 from ..modules.branch_sampler import utterance_key
 from ..modules.unit_frontend import subsampled_length
-from .manifest_checks import REQUIRED_COLUMNS, check_rows, check_zip_refs
+from .manifest import strip_bom
+from .manifest_checks import REQUIRED_COLUMNS, check_n_frames, check_rows, check_zip_refs
 from .mustc import DataError
 from .provenance import check_same_provenance, describe, read_units_provenance
 from .zip_store import ZipMember, read_member_checked, split_ref
@@ -148,6 +150,7 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         units_paths: one ``get_features_or_waveform`` path per utterance.
         units_members: the zip member behind each units path (its CRC-32 is checked when the
             units are read), or None for plain files.
+        audio_members: the same for the FBank paths.
         units_provenance: how the units were made (``data/provenance.py``), or None.
         num_units: K; ids must be < K, padding is K.
         alignment: the shared :class:`ViewAlignment`.
@@ -163,6 +166,7 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         units_paths: List[str],
         num_units: int,
         units_members: Optional[List[Optional[ZipMember]]] = None,
+        audio_members: Optional[List[Optional[ZipMember]]] = None,
         units_provenance: Optional[dict] = None,
         alignment: ViewAlignment,
         src_dict: Optional[Dictionary] = None,
@@ -187,6 +191,9 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
             raise NotImplementedError("use_audio_input: the multiview task reads FBank features, not waveforms")
         self.units_paths = units_paths
         self.units_members = units_members or [None] * len(units_paths)
+        self.audio_members = audio_members or [None] * len(units_paths)
+        # the flag that sets max_tokens in batch_by_size: the task says which one its tool reads
+        self.max_tokens_flag = "--max-tokens"
         self.units_provenance = units_provenance
         self.num_units = num_units
         self.unit_pad = num_units
@@ -201,16 +208,31 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
     def utt_id(self, index: int) -> str:
         return self.ids[index] if self.ids is not None else f"#{index}"
 
+    def read_member(self, index: int, path: str, member: ZipMember) -> np.ndarray:
+        """The array of a zip member of utterance ``index``, its bytes checked against the
+        zip's CRC-32 (damage that stays finite and in range is caught only this way)."""
+        file, offset, length = split_ref(path)
+        try:
+            return np.load(io.BytesIO(read_member_checked(file, offset, length, member.crc)), allow_pickle=False)
+        except DataError as err:
+            raise DataError(f"utterance {self.utt_id(index)}: {err}") from None
+
+    def _get_source_audio(self, index) -> Tensor:
+        """fairseq's FBank read (then its feature transforms), with the member's CRC-32 checked."""
+        member = self.audio_members[index] if isinstance(index, (int, np.integer)) else None
+        if member is None:  # a plain file
+            return super()._get_source_audio(index)
+        source = self.read_member(index, self.audio_paths[index], member)
+        if self.feature_transforms is not None:
+            source = self.feature_transforms(source)
+        return torch.from_numpy(source).float()
+
     def load_units(self, index: int) -> Tensor:
         """(T_unit,) long unit ids of utterance ``index``, range-checked against K."""
         uid = self.utt_id(index)
         member = self.units_members[index]
-        if member is not None:  # a zip member: its bytes are checked against the zip's CRC
-            file, offset, length = split_ref(self.units_paths[index])
-            try:
-                array = np.load(io.BytesIO(read_member_checked(file, offset, length, member.crc)), allow_pickle=False)
-            except DataError as err:
-                raise DataError(f"utterance {uid}: {err}") from None
+        if member is not None:
+            array = self.read_member(index, self.units_paths[index], member)
         else:
             array = np.asarray(get_features_or_waveform(self.units_paths[index]))
         if array.ndim != 1:
@@ -283,7 +305,7 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
             if len(long):
                 shown = ", ".join(f"{self.utt_id(int(i))} ({self.n_frames[int(i)]} frames)" for i in long[:5])
                 raise DataError(
-                    f"{self.split}: {len(long)} utterance(s) longer than --max-tokens{'-valid' if not self.is_train_split else ''} "
+                    f"{self.split}: {len(long)} utterance(s) longer than {self.max_tokens_flag} "
                     f"{max_tokens} FBank frames: {shown}{' ...' if len(long) > 5 else ''}. Raise that flag above "
                     f"{int(max(self.n_frames[int(i)] for i in long))}, or drop them with --max-source-positions "
                     f"{max_tokens} and --skip-invalid-size-inputs-valid-test (fairseq then says how many it skipped)"
@@ -320,6 +342,12 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         return out
 
 
+def dataset_parts(dataset) -> list:
+    """The split datasets inside what ``load_dataset`` built (a ConcatDataset of comma-separated
+    splits, each perhaps in a ResamplingDataset)."""
+    return [getattr(part, "dataset", part) for part in getattr(dataset, "datasets", [dataset])]
+
+
 def units_provenance(tsv: Path, units_paths: List[str]) -> Optional[dict]:
     """The provenance of a split's units (the ``units.json`` beside its units zip); every zip
     the split references must agree. None when there is no record."""
@@ -337,6 +365,10 @@ def units_provenance(tsv: Path, units_paths: List[str]) -> Optional[dict]:
 
 class SpeechToTextMultiviewDatasetCreator(SpeechToTextDatasetCreator):
     KEY_UNITS = "units"
+
+    @classmethod
+    def _load_samples_from_tsv(cls, root: str, split: str):
+        return strip_bom(super()._load_samples_from_tsv(root, split))
 
     @classmethod
     def _multiview_from_list(
@@ -362,7 +394,8 @@ class SpeechToTextMultiviewDatasetCreator(SpeechToTextDatasetCreator):
         root = resolve_data_root(cfg, data_dir)
         audio_paths = [(root / s[cls.KEY_AUDIO]).as_posix() for s in samples]
         units_paths = resolve_units_paths([s[cls.KEY_UNITS] for s in samples], data_dir, root)
-        check_zip_refs(tsv, samples, cls.KEY_AUDIO, audio_paths)
+        audio_members = check_zip_refs(tsv, samples, cls.KEY_AUDIO, audio_paths)
+        check_n_frames(tsv, samples, audio_paths, audio_members)
         units_members = check_zip_refs(tsv, samples, cls.KEY_UNITS, units_paths)
         provenance = units_provenance(tsv, units_paths)
         return SpeechToTextMultiviewDataset(
@@ -383,6 +416,7 @@ class SpeechToTextMultiviewDatasetCreator(SpeechToTextDatasetCreator):
             speaker_to_id=speaker_to_id,
             units_paths=units_paths,
             units_members=units_members,
+            audio_members=audio_members,
             units_provenance=provenance,
             num_units=num_units,
             alignment=alignment,

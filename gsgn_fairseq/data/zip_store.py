@@ -4,12 +4,13 @@ fairseq's ``audio_utils.get_features_or_waveform`` reads ``path.zip:offset:lengt
 seeking into the raw zip file, so members must be STORED (not deflated) and the offset must
 point at the member's bytes, past its local header.
 """
+import hashlib
 import io
 import struct
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Dict, Iterable, NamedTuple, Tuple, Union
+from typing import BinaryIO, Dict, Iterable, NamedTuple, Tuple, Union
 
 import numpy as np
 
@@ -27,7 +28,13 @@ def array_to_npy_bytes(array: np.ndarray) -> bytes:
 def npy_shape(data: bytes) -> Tuple[Tuple[int, ...], np.dtype]:
     """``(shape, dtype)`` from the header of ``.npy`` bytes (numpy's header reader), without
     reading the array."""
-    f = io.BytesIO(data)
+    return read_npy_header(io.BytesIO(data))
+
+
+def read_npy_header(f: BinaryIO) -> Tuple[Tuple[int, ...], np.dtype]:
+    """``(shape, dtype)`` of the ``.npy`` array starting at ``f``'s position: reads the header
+    only (about 128 bytes), so that a whole manifest can be checked against its zip cheaply.
+    ValueError when the bytes are not a ``.npy`` header."""
     major, _ = np.lib.format.read_magic(f)
     read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
     shape, _, dtype = read(f)
@@ -127,6 +134,15 @@ def zip_index(path: Path) -> Dict[int, ZipMember]:
         _INDEX_CACHE.pop(next(iter(_INDEX_CACHE)))
     _INDEX_CACHE[key] = index
     return index
+
+
+def zip_fingerprint(path: Path) -> str:
+    """SHA-1 of a zip's member names and CRC-32s, in member order: what the zip holds, read
+    from its central directory (through :func:`zip_index`) without reading any member."""
+    h = hashlib.sha1()
+    for member in zip_index(path).values():
+        h.update(f"{member.stem}\t{member.crc:08x}\n".encode())
+    return h.hexdigest()
 
 
 def split_ref(ref: str) -> Tuple[str, int, int]:

@@ -15,7 +15,7 @@ is assigned its nearest k-means centroid (a batched torch argmin, on the GPU whe
 Units are int16 ``.npy`` arrays, one per utterance, one unit per 20 ms frame (not
 deduplicated), stored uncompressed in ROOT/en-XX/units.zip; every TSV gets (or has replaced)
 a ``units`` column of ``units.zip:offset:length`` references. ROOT/en-XX/units.json records
-K and where the units came from.
+K, where the units came from, and the fingerprint of units.zip that ties the record to it.
 
 Sharding and resuming: ``--nshard K --rank R`` handles the contiguous rows
 ``round(n*R/K)..round(n*(R+1)/K)`` of each split (fairseq's ``get_shard_range``) and writes
@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from ..data.manifest import UNITS_COLUMN, read_tsv, write_tsv
 from ..data.mustc import SAMPLE_RATE, SPLITS, DataError, pair_dir
-from ..data.provenance import PATH_KEYS, describe, first_difference, provenance_of
+from ..data.provenance import PATH_KEYS, UNITS_META, describe, first_difference, provenance_of, write_units_meta
 from ..fileio import sha1_file, write_json_atomic
 from .ssl_features import checkpoint_sha1
 from .units import (
@@ -59,7 +59,6 @@ from ..cli import console_entry
 logger = logging.getLogger("extract_units")
 
 UNITS_ZIP = "units.zip"
-UNITS_META = "units.json"
 SHARD_DIR = "units_shards"
 MAX_UNITS = np.iinfo(np.int16).max + 1  # K must fit int16
 
@@ -311,7 +310,7 @@ def merge(data_root: Path, tgt_lang: str, tables: Dict[str, Table], nshard: int,
                 row[UNITS_COLUMN] = refs[row["id"]]
             columns = table.columns + ([UNITS_COLUMN] if UNITS_COLUMN not in table.columns else [])
             write_tsv(table.path, table.rows, columns)
-        write_json(pair / UNITS_META, dict(meta, splits={s: len(all_tables[s].ids) for s in order}))
+        write_units_meta(zip_path, dict(meta, splits={s: len(all_tables[s].ids) for s in order}))
         for split in tables:
             for p in (pair / SHARD_DIR).glob(f"{split}.*of*.*"):
                 p.unlink()

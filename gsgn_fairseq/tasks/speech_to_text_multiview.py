@@ -19,7 +19,8 @@ on top:
   ``units.json`` beside ``units.zip``, ``data/provenance.py``) is recorded in the checkpoint's
   task state when training starts; every split loaded later, in training, resumed training,
   ``fairseq-validate`` and ``fairseq-generate``, must agree with it (an error naming both),
-  and its K with ``--num-units``.
+  and its K with ``--num-units``. A split or checkpoint without a record is logged as
+  unchecked; ``--require-provenance`` makes it an error.
 * ``train_step`` calls ``criterion.set_num_updates(update_num)`` when the criterion has it.
 * ``begin_epoch(epoch, model)`` calls ``model.encoder.set_epoch(epoch)``, which selects the
   multi-stage dropout stage; fairseq calls it at every epoch start, resumed runs included.
@@ -56,6 +57,7 @@ from ..data.multiview_dataset import (
     DEFAULT_LENGTH_TOLERANCE,
     SpeechToTextMultiviewDatasetCreator,
     ViewAlignment,
+    dataset_parts,
 )
 from ..data.mustc import DataError
 from ..data.provenance import check_same_provenance, describe
@@ -122,6 +124,12 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
             help="max difference, in frames after subsampling, between the FBank and unit views of an utterance",
         )
         parser.add_argument(
+            "--require-provenance",
+            action="store_true",
+            help="refuse units without a units.json and checkpoints without a units provenance record "
+                 "(default: a warning, and the units are not checked)",
+        )
+        parser.add_argument(
             "--eval-bleu",
             action="store_true",
             help="decode the validation sets and log their BLEU (sacrebleu, 13a) as 'bleu'",
@@ -165,6 +173,8 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
         # (provenance, where it was read): of the loaded data, and of the model's checkpoint
         self.data_units_provenance = (None, None)
         self.model_units_provenance = (None, None)
+        self._trains = False  # set once fairseq-train asks for the training batches
+        self.require_provenance = bool(getattr(args, "require_provenance", False))
 
     @property
     def unit_pad(self) -> int:
@@ -221,17 +231,31 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
             src_bpe_tokenizer=self._build_src_encoder("src_bpe_tokenizer", encoders.build_bpe),
             speaker_to_id=self.speaker_to_id,
         )
-        parts = getattr(dataset, "datasets", [dataset])
-        for part in parts:
-            part = getattr(part, "dataset", part)  # ResamplingDataset wraps it
+        for part in dataset_parts(dataset):
             self._note_data_provenance(getattr(part, "units_provenance", None),
                                        f"{Path(self.args.data) / (part.split + '.tsv')} (units.json beside its units)")
         self.datasets[split] = dataset
 
+    def get_batch_iterator(self, dataset, *args, **kwargs):
+        # The over-long-utterance error names the flag that set max_tokens: fairseq-train batches
+        # its validation sets by --max-tokens-valid; its training set, fairseq-validate and
+        # fairseq-generate by --max-tokens. Only fairseq-train asks for the training subset's
+        # batches (Trainer.get_train_iterator), and before its first (dry-run) validation.
+        if dataset is self.datasets.get(getattr(self.args, "train_subset", "train")):
+            self._trains = True
+        for part in dataset_parts(dataset):
+            if hasattr(part, "max_tokens_flag"):
+                part.max_tokens_flag = "--max-tokens-valid" if self._trains and not part.is_train_split else "--max-tokens"
+        return super().get_batch_iterator(dataset, *args, **kwargs)
+
     # ------------------------------------------------------------------ units provenance
     def _note_data_provenance(self, prov, where: str) -> None:
         if prov is None:
-            logger.warning(f"{where}: no units.json beside the units: their provenance cannot be checked")
+            if self.require_provenance:
+                raise DataError(f"{where}: no units.json beside the units (written for their zip), and "
+                                "--require-provenance asks for one (gsgn-extract-units writes it)")
+            logger.warning(f"{where}: no units.json beside the units (written for their zip): their provenance "
+                           "cannot be checked")
             return
         k = prov.get("n_clusters")
         if k is not None and k != self.num_units:
@@ -262,6 +286,9 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
         prov = state_dict.pop("units_provenance", None)
         super().load_state_dict(state_dict)
         if prov is None:
+            if self.require_provenance:
+                raise DataError("the model's checkpoint records no units provenance (trained before it was recorded, "
+                                "or on data without units.json), and --require-provenance asks for one")
             logger.warning("the checkpoint records no units provenance (trained before it was recorded, or on "
                            "data without units.json): the units cannot be checked against the model's")
             return
