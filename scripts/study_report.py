@@ -28,7 +28,7 @@ from plot_training import parse_log
 from results_table import collect
 
 from gsgn_fairseq.fileio import write_json_atomic, write_text_atomic
-from gsgn_fairseq.scoring import paired_bootstrap, read_scorable_hypotheses, read_tsv_references
+from gsgn_fairseq.scoring import paired_bootstrap, read_checked_output, read_references
 
 SPLIT = "tst-COMMON"
 NAMES = {
@@ -58,7 +58,8 @@ def finished(run: Path) -> bool:
 class Study:
     def __init__(self, exp: Path, data: Path, seeds: List[int], n_avg: int):
         self.exp, self.data, self.seeds, self.n_avg = exp, data, seeds, n_avg
-        self.refs = read_tsv_references(data / f"{SPLIT}_st.tsv")
+        self.references = read_references(data / f"{SPLIT}_st.tsv", None)
+        self.refs = self.references.texts
         self._rows: Dict[tuple, dict] = {}
 
     def run_dir(self, seed: int, variant: str, group: str = "main") -> Path:
@@ -74,7 +75,7 @@ class Study:
 
     def hyps(self, seed: int, variant: str, suffix: str = "", group: str = "main") -> Optional[List[str]]:
         out = self.run_dir(seed, variant, group) / f"generate-{SPLIT}{suffix}.txt"
-        return read_scorable_hypotheses(out, self.refs, str(self.data)) if out.is_file() else None
+        return read_checked_output(out, self.references)[1] if out.is_file() else None
 
     def log(self, seed: int, variant: str, group: str = "main") -> Optional[Path]:
         p = self.run_dir(seed, variant, group) / "train.log"

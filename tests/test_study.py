@@ -174,3 +174,30 @@ def test_report_tables_significance_convergence_and_claims(tmp_path):
 ])
 def test_verdict(deltas, ps, direction, expected):
     assert study_report.verdict(deltas, ps, direction) == expected
+
+
+def test_study_end_to_end_on_another_corpus(tmp_path):
+    """run_study.sh with the real recipe on a corpus in the MuST-C release layout given by
+    --data-root (not the toy one): Table I for one seed, to early stopping, then the report."""
+    from tiny_mustc import make_tiny_mustc
+
+    make_tiny_mustc(tmp_path / "corpus", n_talks=3, segs_per_talk=4)
+    exp = tmp_path / "exp"
+    env = {**os.environ, "PY": sys.executable, "OMP_NUM_THREADS": "1"}
+    cmd = [str(ROOT / "scripts/recipes/toy/run_study.sh"), "--data-root", str(tmp_path / "corpus"), "--tgt-lang", "de",
+           "--exp", str(exp), "--units", "mfcc", "--seeds", "1", "--parts", "table1", "--parallel", "2",
+           "--max-epoch", "3", "--patience", "1", "--n-avg", "2",
+           "--extra", "--vocab-size 60 --n-clusters 8 --km-percent 1 --max-tokens 3000 --warmup 10 --beam 2 --jobs 1"]
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    logs = "".join(f.read_text() for f in exp.glob("study_worker*.log"))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:] + logs[-3000:]
+    assert "FAILED" not in logs, logs[-3000:]
+    for v in ("fbank", "unit", "gsgn", "gsgn_drop"):
+        assert (exp / f"seed1/{v}/bleu-tst-COMMON.json").is_file(), v
+    schedule = json.loads((exp / "msd_schedule.json").read_text())
+    e = schedule["fbank_convergence_epoch"]
+    assert 1 <= e <= 3 and schedule["msd_schedule"].startswith("1:0.3,0.0;")
+    # the multi-stage-dropout run logged dev BLEU with the test protocol beside the fusion input
+    assert '"dev_st_bleu_sample"' in (exp / "seed1/gsgn_drop/train.log").read_text()
+    md = (exp / "report/study.md").read_text()
+    assert "| GSGN+Drop | 1 |" in md and "(one seed)" in md
