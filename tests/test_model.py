@@ -479,10 +479,10 @@ def test_a_fusion_registered_in_a_test_runs_without_encoder_edits(data_dir):
 
     @register_fusion("mean-test")
     class Mean(Fusion):
-        """The two views averaged: one class and one registry entry."""
+        """The views averaged: one class and one registry entry."""
 
-        def forward(self, x_fbank, x_unit, padding_mask, gate_injector=None):
-            return 0.5 * (x_fbank + x_unit), None, None
+        def forward(self, x_fbank, x_units, padding_mask, gate_injector=None):
+            return (x_fbank + sum(x_units)) / (1 + len(x_units)), None, None
 
     try:
         model, task, _ = build(data_dir, "--fusion", "mean-test", "--multi-stage-dropout")

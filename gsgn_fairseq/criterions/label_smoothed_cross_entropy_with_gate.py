@@ -11,6 +11,13 @@ per utterance; the default, factorized per utterance, is the reading whose gate 
 step cost within 1.10x of FBank-only: README "Choices", docs/RESULTS.md). With data
 parallelism a batch target pools over the global batch, every rank applying the same one.
 
+With several S-feature views (``--unit-views``) the target removes each conflicting view's
+component (README, "The paper in the code") and the cosine statistics are logged per view:
+``grad_cos_<name>``, ``grad_cos_pos_<name>``, ``conflict_pct_<name>``; ``conflict_pct`` is
+then the share of targets with a conflict with any view, and the branch shares are
+``branch_fbank_pct``, ``branch_unit_<name>_pct``, ``branch_fusion_pct``. With one view the
+metrics are the two-view ones.
+
 The gate loss is a training-time term: in validation only the gate and branch statistics are
 logged and the loss is CE (+ CTC). Models without gates (``--fusion fbank|unit|concat``) get
 neither gate loss nor gate logs.
@@ -33,7 +40,7 @@ from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 
 from ..modules.branch_sampler import BRANCH_NAMES
-from ..modules.gate_targets import GATE_TARGETS, GRANULARITIES, GateViews, init_stats, unwrap
+from ..modules.gate_targets import GATE_TARGETS, GRANULARITIES, GateViews, init_stats, unit_view_names, unwrap
 
 
 @functools.lru_cache(maxsize=None)
@@ -133,7 +140,7 @@ class LabelSmoothedCrossEntropyWithGateCriterion(LabelSmoothedCrossEntropyCriter
         loss, nll_loss, ctc_loss = self.task_loss(model, net_output, sample, reduce=reduce)
         sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
 
-        views = GateViews(net_output[1]["encoder_out"])
+        views = GateViews(net_output[1]["encoder_out"], unit_view_names(model))
         stats = init_stats(views, loss.device) if views.gated else None
         loss_log = loss.detach().clone()  # the factorized term is added to it during backward
         if views.gated and training:
@@ -156,8 +163,10 @@ class LabelSmoothedCrossEntropyWithGateCriterion(LabelSmoothedCrossEntropyCriter
         if stats is not None:
             logging_output.update(stats)
         if views.branch is not None:
-            for index, name in enumerate(BRANCH_NAMES):
-                logging_output[f"branch_{name}"] = views.branch.long().eq(index).sum()
+            frontend = getattr(getattr(unwrap(model), "encoder", None), "frontend", None)
+            names = getattr(frontend, "branch_names", None) or BRANCH_NAMES
+            for index, name in enumerate(names):  # unit:NAME is logged as branch_unit_NAME
+                logging_output[f"branch_{name.replace(':', '_')}"] = views.branch.long().eq(index).sum()
         if self.report_accuracy:
             n_correct, total = self.compute_accuracy(model, net_output, sample)
             logging_output["n_correct"] = utils.item(n_correct.data)
@@ -180,14 +189,24 @@ class LabelSmoothedCrossEntropyWithGateCriterion(LabelSmoothedCrossEntropyCriter
             n = total("sample_size")
             metrics.log_scalar("ctc_loss", total("ctc_loss") / (n or 1) / math.log(2), n, round=3)
         ratio("gate_loss", "gate_sq_err", "gate_elems")
-        ratio("grad_cos", "gate_cos_sum", "gate_cos_count")
-        ratio("grad_cos_pos", "gate_cos_pos_sum", "gate_cos_pos_count")
-        ratio("conflict_pct", "gate_conflict", "gate_cos_count", 100.0, round=2)
-        ratio("gate_target", "gate_target_sum", "gate_cos_count")
+        # several S-feature views: the cosine statistics per view (keys ending in _<name>)
+        views = [k[len("gate_cos_count_"):] for k in (logging_outputs[0] if logging_outputs else {})
+                 if k.startswith("gate_cos_count_")]
+        for sfx in [f"_{v}" for v in views] or [""]:
+            ratio(f"grad_cos{sfx}", f"gate_cos_sum{sfx}", f"gate_cos_count{sfx}")
+            ratio(f"grad_cos_pos{sfx}", f"gate_cos_pos_sum{sfx}", f"gate_cos_pos_count{sfx}")
+            ratio(f"conflict_pct{sfx}", f"gate_conflict{sfx}", f"gate_cos_count{sfx}", 100.0, round=2)
+        if views:  # a conflict with any view (target > 1)
+            ratio("conflict_pct", "gate_conflict_any", "gate_target_count", 100.0, round=2)
+        ratio("gate_target", "gate_target_sum", "gate_target_count" if views else "gate_cos_count")
         ratio("g_fbank_mean", "g_fbank_sum", "g_elems")
         ratio("g_fbank_gt1_pct", "g_fbank_gt1", "g_elems", 100.0, round=2)
         ratio("g_unit_mean", "g_unit_sum", "g_unit_elems")
-        counts = {name: total(f"branch_{name}") for name in BRANCH_NAMES}
+        names = list(BRANCH_NAMES)
+        more = [k[len("branch_"):] for log in logging_outputs[:1] for k in log if k.startswith("branch_unit_")]
+        if more:  # several S-feature views: one branch each
+            names = [n for n in names if n != "unit"] + more
+        counts = {name: total(f"branch_{name}") for name in names}
         n_utt = sum(counts.values())
         if n_utt > 0:
             for name, count in counts.items():

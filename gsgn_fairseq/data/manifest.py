@@ -7,13 +7,62 @@ some editors and spreadsheet exports put first) is read past: ``utf-8-sig`` here
 column name.
 """
 import csv
+import re
 from pathlib import Path
-from typing import Dict, List, Sequence, TypeVar
+from typing import Dict, List, Sequence, Tuple, TypeVar
 
 from ..fileio import atomic_path
 
 S2T_COLUMNS = ["id", "audio", "n_frames", "tgt_text", "speaker", "src_text"]
 UNITS_COLUMN = "units"
+DEFAULT_UNIT_VIEW = "units"  # the unit set of a data directory with one: units.zip, column units, units.json
+_VIEW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+def unit_view_column(name: str) -> str:
+    """The TSV column of the unit set ``name``: ``units`` for the default set, else
+    ``units_NAME`` (its zip ``units_NAME.zip`` and record ``units_NAME.json`` take the same
+    stem)."""
+    check_unit_view_name(name)
+    return UNITS_COLUMN if name == DEFAULT_UNIT_VIEW else f"{UNITS_COLUMN}_{name}"
+
+
+def check_unit_view_name(name: str, flag: str = "--unit-views") -> str:
+    if not isinstance(name, str) or not _VIEW_NAME.match(name):
+        raise ValueError(f"{flag}: a unit set name is letters, digits, '_' and '-' (starting with a letter or "
+                         f"digit), got {name!r}")
+    return name
+
+
+def parse_unit_views(spec, flag: str = "--unit-views") -> Tuple[str, ...]:
+    """``"hubert,wavlm"`` -> ``("hubert", "wavlm")``; None or empty: the default set alone."""
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
+        return (DEFAULT_UNIT_VIEW,)
+    names = tuple(n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec))
+    for n in names:
+        check_unit_view_name(n, flag)
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{flag} {spec}: {', '.join(dupes)} named twice")
+    return names
+
+
+def parse_num_units(value, views: Sequence[str], flag: str = "--num-units") -> Tuple[int, ...]:
+    """K per unit view: one value for every view, or a comma list matching ``views``."""
+    parts = [value] if isinstance(value, int) else [p.strip() for p in str(value).split(",")]
+    try:
+        ks = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"{flag} {value}: expected K or K1,K2,... (one per --unit-views entry)") from None
+    if len(ks) == 1:
+        ks = ks * len(views)
+    if len(ks) != len(views):
+        raise ValueError(f"{flag} {value}: {len(ks)} values for the {len(views)} unit views {','.join(views)} "
+                         "(--unit-views); give one K, or one per view")
+    bad = [k for k in ks if k <= 0]
+    if bad:
+        raise ValueError(f"{flag} must be positive, got {value}")
+    return ks
 BOM = "\ufeff"
 Row = TypeVar("Row", bound=dict)
 

@@ -41,7 +41,7 @@ import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ from torch import Tensor
 
 from ..modules.branch_sampler import utterance_key
 from ..modules.unit_frontend import subsampled_length
-from .manifest import strip_bom
+from .manifest import DEFAULT_UNIT_VIEW, strip_bom, unit_view_column
 from .manifest_checks import REQUIRED_COLUMNS, check_n_frames, check_rows, check_zip_refs
 from .mustc import DataError
 from .provenance import check_same_provenance, describe, read_units_provenance
@@ -82,7 +82,7 @@ class ViewAlignment:
     fbank_conv_layers: Optional[int] = None
     tolerance: int = DEFAULT_LENGTH_TOLERANCE
 
-    def check(self, utt_id: str, n_fbank: int, n_units: int) -> None:
+    def check(self, utt_id: str, n_fbank: int, n_units: int, unit_set: Optional[str] = None) -> None:
         n = self.fbank_conv_layers
         if n is None:
             raise RuntimeError(f"utterance {utt_id}: the views' alignment rule is not known yet: it comes from the "
@@ -93,7 +93,8 @@ class ViewAlignment:
         len_units = subsampled_length(n_units, n - 1)
         if abs(len_fbank - len_units) > self.tolerance:
             raise ValueError(
-                f"utterance {utt_id}: FBank and unit views do not belong together: "
+                f"utterance {utt_id}: FBank and unit views do not belong together"
+                f"{f' (unit set {unit_set})' if unit_set else ''}: "
                 f"{n_fbank} FBank frames -> {len_fbank} after {2 ** n}x subsampling, "
                 f"{n_units} units -> {len_units} after {2 ** (n - 1)}x; they may differ by at most "
                 f"{self.tolerance} frames"
@@ -101,8 +102,22 @@ class ViewAlignment:
 
 
 @dataclass
+class UnitSet:
+    """A further unit view of a split (``--unit-views`` beyond the first): its name, TSV
+    column, one path and zip member per utterance, provenance and K."""
+
+    name: str
+    column: str
+    paths: List[str]
+    members: List[Optional[ZipMember]]
+    provenance: Optional[dict]
+    num_units: int
+
+
+@dataclass
 class MultiviewDatasetItem(SpeechToTextDatasetItem):
     units: Optional[Tensor] = None  # (T_unit,) long
+    more_units: Optional[Dict[str, Tensor]] = None  # the further unit views, (T_unit,) long each
     transcript: Optional[Tensor] = None  # (S,) long, source-dictionary ids, no EOS
     tgt_text: Optional[str] = None  # the original reference (the TSV's tgt_text)
     utt_key: int = 0  # utterance_key(id): keys the paper's inference-branch draw
@@ -153,6 +168,8 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         audio_members: the same for the FBank paths.
         units_provenance: how the units were made (``data/provenance.py``), or None.
         num_units: K; ids must be < K, padding is K.
+        unit_view: the name of that (first) unit view (``--unit-views``).
+        more_unit_sets: the further unit views (:class:`UnitSet`), in ``--unit-views`` order.
         alignment: the shared :class:`ViewAlignment`.
         src_dict: source dictionary for transcripts (None: no transcripts).
         src_pre_tokenizer, src_bpe_tokenizer: fairseq encoders applied to ``src_text``.
@@ -168,6 +185,8 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         units_members: Optional[List[Optional[ZipMember]]] = None,
         audio_members: Optional[List[Optional[ZipMember]]] = None,
         units_provenance: Optional[dict] = None,
+        unit_view: str = "units",
+        more_unit_sets: Optional[List[UnitSet]] = None,
         alignment: ViewAlignment,
         src_dict: Optional[Dictionary] = None,
         src_pre_tokenizer=None,
@@ -197,6 +216,12 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         self.units_provenance = units_provenance
         self.num_units = num_units
         self.unit_pad = num_units
+        self.unit_view = unit_view
+        self.more_unit_sets = list(more_unit_sets or [])
+        for unit_set in self.more_unit_sets:
+            if len(unit_set.paths) != self.n_samples:
+                raise ValueError(f"{self.split}: {len(unit_set.paths)} {unit_set.column} paths for {self.n_samples} "
+                                 "utterances")
         self.alignment = alignment
         self.src_dict = src_dict
         self.src_pre_tokenizer = src_pre_tokenizer
@@ -227,24 +252,32 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
             source = self.feature_transforms(source)
         return torch.from_numpy(source).float()
 
-    def load_units(self, index: int) -> Tensor:
-        """(T_unit,) long unit ids of utterance ``index``, range-checked against K."""
-        uid = self.utt_id(index)
-        member = self.units_members[index]
-        if member is not None:
-            array = self.read_member(index, self.units_paths[index], member)
+    def load_units(self, index: int, unit_set: Optional[UnitSet] = None) -> Tensor:
+        """(T_unit,) long unit ids of utterance ``index`` (of the first unit view, or of
+        ``unit_set``), range-checked against its K."""
+        if unit_set is None:
+            path, member, k, which = self.units_paths[index], self.units_members[index], self.num_units, "units"
+            if len(self.more_unit_sets):
+                which = f"units of set {self.unit_view}"
         else:
-            array = np.asarray(get_features_or_waveform(self.units_paths[index]))
+            path, member, k = unit_set.paths[index], unit_set.members[index], unit_set.num_units
+            which = f"units of set {unit_set.name} (column {unit_set.column})"
+        uid = self.utt_id(index)
+        if member is not None:
+            array = self.read_member(index, path, member)
+        else:
+            array = np.asarray(get_features_or_waveform(path))
         if array.ndim != 1:
-            raise ValueError(f"utterance {uid}: units must be a 1-D array, got shape {array.shape}")
+            raise ValueError(f"utterance {uid}: {which} must be a 1-D array, got shape {array.shape}")
         if not np.issubdtype(array.dtype, np.integer):
-            raise ValueError(f"utterance {uid}: units must be integers, got dtype {array.dtype}")
+            raise ValueError(f"utterance {uid}: {which} must be integers, got dtype {array.dtype}")
         if array.size == 0:
-            raise ValueError(f"utterance {uid}: no units in {self.units_paths[index]}")
+            raise ValueError(f"utterance {uid}: no units in {path}")
         low, high = int(array.min()), int(array.max())
-        if low < 0 or high >= self.num_units:
+        if low < 0 or high >= k:
+            ids = "unit ids" if which == "units" else f"unit ids ({which})"
             raise ValueError(
-                f"utterance {uid}: unit ids must be in [0, {self.num_units - 1}] (--num-units {self.num_units}), "
+                f"utterance {uid}: {ids} must be in [0, {k - 1}] (--num-units {k}), "
                 f"found min {low} max {high}"
             )
         return torch.from_numpy(array.astype(np.int64))
@@ -281,7 +314,15 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
             item = super().__getitem__(index)
         self.check_finite(index, item.source)
         units = self.load_units(index)
-        self.alignment.check(self.utt_id(index), item.source.size(0), units.size(0))
+        first = self.unit_view if self.more_unit_sets else None
+        self.alignment.check(self.utt_id(index), item.source.size(0), units.size(0), first)
+        more_units = None
+        if self.more_unit_sets:
+            more_units = {}
+            for unit_set in self.more_unit_sets:
+                more_units[unit_set.name] = self.load_units(index, unit_set)
+                self.alignment.check(self.utt_id(index), item.source.size(0), more_units[unit_set.name].size(0),
+                                     unit_set.name)
         transcript = self.get_transcript(index) if self.src_dict is not None else None
         return MultiviewDatasetItem(
             index=item.index,
@@ -289,6 +330,7 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
             target=item.target,
             speaker_id=item.speaker_id,
             units=units,
+            more_units=more_units,
             transcript=transcript,
             tgt_text=self.tgt_texts[index],
             utt_key=self.utt_keys[index],
@@ -327,6 +369,16 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         unit_lengths = torch.tensor([s.units.size(0) for s in samples], dtype=torch.long)
         out["net_input"]["src_units"] = units.index_select(0, order)  # (B, T_unit)
         out["net_input"]["src_units_lengths"] = unit_lengths.index_select(0, order)  # (B,)
+        if self.more_unit_sets:  # the further unit views, by name
+            more, more_lengths = {}, {}
+            for unit_set in self.more_unit_sets:
+                seqs = [s.more_units[unit_set.name] for s in samples]
+                more[unit_set.name] = fairseq_data_utils.collate_tokens(
+                    seqs, unit_set.num_units, left_pad=False).index_select(0, order)  # (B, T_unit)
+                more_lengths[unit_set.name] = torch.tensor(
+                    [t.size(0) for t in seqs], dtype=torch.long).index_select(0, order)  # (B,)
+            out["net_input"]["src_units_more"] = more
+            out["net_input"]["src_units_more_lengths"] = more_lengths
         # the original references (validation BLEU scores against them, as test scoring does)
         out["target_text"] = [samples[i].tgt_text for i in order.tolist()]
         keys = torch.tensor([s.utt_key for s in samples], dtype=torch.long)
@@ -348,15 +400,33 @@ def dataset_parts(dataset) -> list:
     return [getattr(part, "dataset", part) for part in getattr(dataset, "datasets", [dataset])]
 
 
-def units_provenance(tsv: Path, units_paths: List[str]) -> Optional[dict]:
-    """The provenance of a split's units (the ``units.json`` beside its units zip); every zip
-    the split references must agree. None when there is no record."""
+def units_files(units_paths: List[str]) -> List[Path]:
+    """The units files (zips, or one plain file per directory) a split's references read."""
+    files = {}
+    for p in units_paths:
+        file = Path(p.rsplit(":", 2)[0] if p.count(":") >= 2 else p)
+        files.setdefault(file.parent if file.suffix != ".zip" else file, file)
+    return [f for _, f in sorted(files.items())]
+
+
+def units_provenance(tsv: Path, units_paths: List[str], unit_set: Optional[str] = None,
+                     column: str = "units") -> Optional[dict]:
+    """The provenance of a split's units (the record beside its units zip: ``units.json``, or
+    ``units_NAME.json`` for a named set); every zip the split references must agree. None when
+    there is no record. A record written for another unit set (``unit_set`` in it) is an error
+    naming both: the columns of two sets were swapped."""
     # one units.json per directory (units.zip, or a directory of plain .npy files)
     files = {}
     for p in units_paths:
         file = Path(p.rsplit(":", 2)[0] if p.count(":") >= 2 else p)
         files.setdefault(file.parent, file)
     found = [(f, read_units_provenance(f)) for _, f in sorted(files.items())]
+    for file, prov in found:
+        recorded = (prov or {}).get("unit_set")
+        if unit_set is not None and recorded is not None and recorded != unit_set:
+            raise DataError(f"{tsv}: column {column} (unit set {unit_set}) reads {file}, whose record names the unit "
+                            f"set {recorded}: the unit sets' columns are swapped or copied; rerun gsgn-extract-units "
+                            f"--name {unit_set}")
     first_file, first = found[0]
     for file, prov in found[1:]:
         check_same_provenance(first, f"{first_file}", prov, f"{file} (also referenced by {tsv})")
@@ -388,16 +458,29 @@ class SpeechToTextMultiviewDatasetCreator(SpeechToTextDatasetCreator):
         src_pre_tokenizer,
         src_bpe_tokenizer,
         seed: Optional[int] = None,
+        unit_views: Sequence[str] = (DEFAULT_UNIT_VIEW,),
     ) -> SpeechToTextMultiviewDataset:
         tsv = Path(data_dir) / f"{split_name}.tsv"
-        check_rows(tsv, samples, REQUIRED_COLUMNS + (cls.KEY_UNITS,))
+        ks = [num_units] * len(unit_views) if isinstance(num_units, int) else list(num_units)
+        columns = [unit_view_column(v) for v in unit_views]
+        check_rows(tsv, samples, REQUIRED_COLUMNS + tuple(columns))
         root = resolve_data_root(cfg, data_dir)
         audio_paths = [(root / s[cls.KEY_AUDIO]).as_posix() for s in samples]
-        units_paths = resolve_units_paths([s[cls.KEY_UNITS] for s in samples], data_dir, root)
         audio_members = check_zip_refs(tsv, samples, cls.KEY_AUDIO, audio_paths)
         check_n_frames(tsv, samples, audio_paths, audio_members)
-        units_members = check_zip_refs(tsv, samples, cls.KEY_UNITS, units_paths)
-        provenance = units_provenance(tsv, units_paths)
+        named = len(unit_views) > 1 or unit_views[0] != DEFAULT_UNIT_VIEW
+        sets, read_by = [], {}
+        for view, column, k in zip(unit_views, columns, ks):
+            paths = resolve_units_paths([s[column] for s in samples], data_dir, root)
+            members = check_zip_refs(tsv, samples, column, paths)
+            for file in units_files(paths):
+                if file.resolve() in read_by:
+                    raise DataError(f"{tsv}: columns {read_by[file.resolve()]} and {column} both read {file}: every "
+                                    "unit set has its own units (gsgn-extract-units --name NAME writes units_NAME.zip)")
+                read_by[file.resolve()] = column
+            provenance = units_provenance(tsv, paths, view if named else None, column)
+            sets.append(UnitSet(view, column, paths, members, provenance, k))
+        first = sets[0]
         return SpeechToTextMultiviewDataset(
             split=split_name,
             is_train_split=is_train_split,
@@ -414,11 +497,13 @@ class SpeechToTextMultiviewDatasetCreator(SpeechToTextDatasetCreator):
             pre_tokenizer=pre_tokenizer,
             bpe_tokenizer=bpe_tokenizer,
             speaker_to_id=speaker_to_id,
-            units_paths=units_paths,
-            units_members=units_members,
+            units_paths=first.paths,
+            units_members=first.members,
             audio_members=audio_members,
-            units_provenance=provenance,
-            num_units=num_units,
+            units_provenance=first.provenance,
+            num_units=first.num_units,
+            unit_view=first.name,
+            more_unit_sets=sets[1:],
             alignment=alignment,
             src_dict=src_dict,
             src_pre_tokenizer=src_pre_tokenizer,
@@ -444,9 +529,11 @@ class SpeechToTextMultiviewDatasetCreator(SpeechToTextDatasetCreator):
         src_pre_tokenizer=None,
         src_bpe_tokenizer=None,
         speaker_to_id=None,
+        unit_views: Sequence[str] = (DEFAULT_UNIT_VIEW,),
     ):
         """Like ``SpeechToTextDatasetCreator.from_tsv`` (comma-separated splits, temperature
-        resampling of train splits) for :class:`SpeechToTextMultiviewDataset`."""
+        resampling of train splits) for :class:`SpeechToTextMultiviewDataset`; ``num_units``
+        one K, or one per unit view of ``unit_views``."""
         datasets = [
             cls._multiview_from_list(
                 split,
@@ -464,6 +551,7 @@ class SpeechToTextMultiviewDatasetCreator(SpeechToTextDatasetCreator):
                 src_pre_tokenizer,
                 src_bpe_tokenizer,
                 seed,
+                unit_views,
             )
             for split in splits.split(",")
         ]

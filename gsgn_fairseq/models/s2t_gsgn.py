@@ -77,13 +77,13 @@ class S2TGSGNEncoder(FairseqEncoder):
 
     Args:
         args: model arguments (after the arch function).
-        num_units: K.
+        num_units: K, one for every unit view or one per view (``--unit-views``).
         src_dict: the task's transcript dictionary (needed with ``--use-ctc``).
     """
 
     time_first_layers = True  # the encoder layers see (T, B, D) (the gate criterion's per-utterance target reads it)
 
-    def __init__(self, args, num_units: int, src_dict=None):
+    def __init__(self, args, num_units, src_dict=None):
         super().__init__(None)
         D = args.encoder_embed_dim
         self.embed_dim = D
@@ -135,13 +135,17 @@ class S2TGSGNEncoder(FairseqEncoder):
         return_all_hiddens: bool = False,
         utt_keys: Optional[Tensor] = None,
         return_views: bool = False,
+        src_units_more: Optional[Dict[str, Tensor]] = None,
+        src_units_more_lengths: Optional[Dict[str, Tensor]] = None,
     ) -> Dict[str, List[Tensor]]:
         """
         Args:
             src_tokens: (B, T_fbank, C) FBank features, zero-padded; src_lengths: (B,).
             src_units: (B, T_unit) long unit ids padded with K (unless the fusion is FBank-only);
                 src_units_lengths: (B,).
-            force_branch: None | "fbank" | "unit" | "fusion", the branch of every utterance.
+            force_branch: None | "fbank" | "unit" | "unit:NAME" | "fusion", the branch of every utterance.
+            src_units_more, src_units_more_lengths: the further unit views' ids (B, T_unit) and
+                lengths (B,), by view name (``--unit-views`` with more than one name).
             gate_injector: callable ``g_fbank -> g_fbank`` applied once before Eq. 4 by the gated fusions.
             return_all_hiddens: also return every encoder layer's output.
             utt_keys: (B,) utterance keys (``branch_sampler.utterance_key``), for ``--inference-branch sample``.
@@ -149,7 +153,8 @@ class S2TGSGNEncoder(FairseqEncoder):
                 (the model's ``forward`` asks for them; beam search does not carry them).
         """
         x, padding_mask, views = self.frontend(
-            src_tokens, src_lengths, src_units, src_units_lengths, force_branch, utt_keys, gate_injector
+            src_tokens, src_lengths, src_units, src_units_lengths, force_branch, utt_keys, gate_injector,
+            src_units_more, src_units_more_lengths,
         )  # (B, T, D), (B, T)
         x = self.embed_scale * x  # scale and positions, as s2t_transformer after its subsampler
         x = x.transpose(0, 1) + self.embed_positions(padding_mask).transpose(0, 1)  # (T, B, D)
@@ -190,6 +195,8 @@ class S2TGSGNEncoder(FairseqEncoder):
                 "gsgn_branch": [views["branch"]],  # B
                 "gsgn_x_fbank": listed(views["x_fbank"]),  # B x T x C
                 "gsgn_x_unit": listed(views["x_unit"]),  # B x T x C
+                "gsgn_x_units": list(views["x_units"] or []),  # every S-feature view, B x T x C each
+                "gsgn_g_units": list(views["g_units"] or []),  # their gates, B x T x C each
                 "gsgn_padding_mask": [padding_mask],  # B x T
                 "gsgn_ref_out": [ref_out],  # B x T x C
                 "ctc_logits": listed(ctc_logits),  # T x B x V_src
@@ -242,9 +249,10 @@ class S2TGSGNModel(FairseqEncoderDecoderModel):
                             help=f"FROM_EPOCH:DELTA_FBANK,DELTA_UNIT;... (default {DEFAULT_MSD_SCHEDULE!r})")
         parser.add_argument("--msd-granularity", type=str, choices=GRANULARITIES,
                             help="one multi-stage dropout draw per utterance or per batch")
-        parser.add_argument("--inference-branch", type=str, choices=INFERENCE_BRANCHES,
-                            help="input at evaluation: fusion (default), fbank, unit, or sample with the last "
-                                 "schedule stage and --inference-seed (the paper's)")
+        parser.add_argument("--inference-branch", type=str, metavar="BRANCH",
+                            help="input at evaluation: fusion (default), fbank, unit (the one unit view), "
+                                 "unit:NAME (one of --unit-views), or sample with the last schedule stage and "
+                                 "--inference-seed (the paper's)")
         parser.add_argument("--inference-seed", type=int, metavar="N",
                             help="seed of --inference-branch sample and of noise-replace noise at evaluation")
         parser.add_argument("--adapter", type=str, choices=ADAPTERS,
@@ -291,7 +299,8 @@ class S2TGSGNModel(FairseqEncoderDecoderModel):
 
     @classmethod
     def build_encoder(cls, args, task):
-        return S2TGSGNEncoder(args, num_units=task.num_units, src_dict=getattr(task, "transcript_dictionary", None))
+        num_units = getattr(task, "view_num_units", None) or task.num_units  # one K per unit view
+        return S2TGSGNEncoder(args, num_units=num_units, src_dict=getattr(task, "transcript_dictionary", None))
 
     @classmethod
     def build_decoder(cls, args, task, embed_tokens):
@@ -352,12 +361,16 @@ class S2TGSGNModel(FairseqEncoderDecoderModel):
         force_branch: Optional[str] = None,
         gate_injector: Optional[Callable[[Tensor], Tensor]] = None,
         utt_keys: Optional[Tensor] = None,
+        src_units_more: Optional[Dict[str, Tensor]] = None,
+        src_units_more_lengths: Optional[Dict[str, Tensor]] = None,
     ):
         encoder_out = self.encoder(
             src_tokens=src_tokens,
             src_lengths=src_lengths,
             src_units=src_units,
             src_units_lengths=src_units_lengths,
+            src_units_more=src_units_more,
+            src_units_more_lengths=src_units_more_lengths,
             force_branch=force_branch,
             gate_injector=gate_injector,
             utt_keys=utt_keys,
@@ -393,6 +406,7 @@ def base_architecture(args):
     args.unit_conv_kernel_sizes = getattr(args, "unit_conv_kernel_sizes", None)  # None: FBank kernels[1:]
     # fusion and branches
     args.fusion = getattr(args, "fusion", "gsgn")
+    args.unit_views = getattr(args, "unit_views", None) or "units"  # the task's --unit-views: the S-feature views
     args.gate_activation = getattr(args, "gate_activation", "2sigmoid")
     args.unit_gate = getattr(args, "unit_gate", "one")  # Eq. 10-11 are derived with g_unit = 1
     args.multi_stage_dropout = getattr(args, "multi_stage_dropout", False)

@@ -27,6 +27,19 @@ every data-parallel rank the same branches at the same batch positions. Instead
   batch of the paper is the global batch of one optimizer update (every rank, every
   micro-batch), so all of it takes one branch.
 
+More than one S-feature view (``--unit-views a,b,...``, N views): the S-feature share
+``delta_unit`` is split in N equal parts, in the order of the views, so with
+``d_k = delta_unit / N``::
+
+    p <  delta_fbank                                          -> FBANK
+    delta_fbank + k d_k <= p < delta_fbank + (k + 1) d_k      -> the k-th view's branch
+    delta_fbank + delta_unit <= p                             -> FUSION
+
+A stage may instead give every view its own share, ``FROM:DELTA_FBANK,D_1,...,D_N``. With one
+view both forms are Eq. 13 itself: the same draws ``p`` give the same branches. Branch ids keep
+the two-view numbering: 0 FBank, 1 the first S-feature view, 2 fusion, and 3, 4, ... the
+further views (:func:`unit_branch`).
+
 Evaluation with the paper's protocol (``--inference-branch sample``, Sec. III-B: the third
 stage's thresholds) draws each utterance's ``p`` from ``(seed, utterance key)`` alone
 (:func:`keyed_uniform`, a SplitMix64 hash; the key is a hash of the utterance id,
@@ -37,7 +50,7 @@ repeats the inference draw of the same utterance.
 """
 import hashlib
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -49,12 +62,56 @@ DEFAULT_MSD_SCHEDULE = "1:0.3,0.0;10:0.5,0.3;25:0.3,0.0"
 GRANULARITIES = ("utterance", "batch")
 
 
-def _check_deltas(delta_fbank: float, delta_unit: float, where: str) -> None:
-    for name, d in (("delta_fbank", delta_fbank), ("delta_unit", delta_unit)):
+UnitDeltas = Union[float, Sequence[float]]  # the S-feature share: one total, or one per view
+
+
+def unit_branch(view: int) -> int:
+    """The branch id of the ``view``-th S-feature view (0-based): 1 for the first (Eq. 13's
+    UNIT), then 3, 4, ... after FUSION (2), so the two-view ids never change."""
+    if view < 0:
+        raise ValueError(f"view index must be >= 0, got {view}")
+    return UNIT if view == 0 else FUSION + view
+
+
+def branch_names(view_names: Sequence[str]) -> Tuple[str, ...]:
+    """Branch names by id: ``("fbank", "unit", "fusion")`` for one view (whatever its name),
+    ``("fbank", "unit:A", "fusion", "unit:B", ...)`` for several."""
+    if len(view_names) <= 1:
+        return BRANCH_NAMES
+    names = ["fbank", f"unit:{view_names[0]}", "fusion"] + [f"unit:{v}" for v in view_names[1:]]
+    return tuple(names)
+
+
+def _check_deltas(delta_fbank: float, delta_unit: UnitDeltas, where: str) -> None:
+    units = [delta_unit] if isinstance(delta_unit, (int, float)) else list(delta_unit)
+    for name, d in [("delta_fbank", delta_fbank)] + [("delta_unit", d) for d in units]:
         if not 0.0 <= d <= 1.0:
             raise ValueError(f"{where}: {name} must be in [0, 1], got {d}")
-    if delta_fbank + delta_unit > 1.0 + 1e-9:
-        raise ValueError(f"{where}: delta_fbank + delta_unit must be <= 1, got {delta_fbank} + {delta_unit}")
+    if delta_fbank + sum(units) > 1.0 + 1e-9:
+        raise ValueError(f"{where}: delta_fbank + delta_unit must be <= 1, got "
+                         f"{' + '.join(str(d) for d in [delta_fbank] + units)}")
+
+
+def unit_bounds(delta_fbank: float, delta_unit: UnitDeltas, n_views: int) -> List[float]:
+    """The upper thresholds of the ``n_views`` S-feature branches: view k takes
+    ``bounds[k-1] <= p < bounds[k]`` (``bounds[-1] = delta_fbank``). A total share is split
+    equally; the last bound is ``delta_fbank + delta_unit`` exactly (Eq. 13's for one view)."""
+    if n_views < 1:
+        raise ValueError(f"n_views must be >= 1, got {n_views}")
+    if isinstance(delta_unit, (int, float)):
+        total = float(delta_unit)
+        bounds = [delta_fbank + total * (k + 1) / n_views for k in range(n_views - 1)]
+        return bounds + [delta_fbank + total]
+    shares = list(delta_unit)
+    if len(shares) != n_views:
+        raise ValueError(f"{len(shares)} S-feature shares for {n_views} views")
+    if n_views == 1:
+        return [delta_fbank + shares[0]]
+    bounds, acc = [], delta_fbank
+    for d in shares:
+        acc = acc + d
+        bounds.append(acc)
+    return bounds
 
 
 def utterance_key(utt_id: str) -> int:
@@ -93,11 +150,14 @@ def stream_seed(*parts: int) -> int:
     return h
 
 
-def branches_from_uniform(p: Tensor, delta_fbank: float, delta_unit: float) -> Tensor:
-    """Eq. 13 for given draws ``p`` (n,) in [0, 1): (n,) long FBANK / UNIT / FUSION."""
+def branches_from_uniform(p: Tensor, delta_fbank: float, delta_unit: UnitDeltas, n_views: int = 1) -> Tensor:
+    """Eq. 13 for given draws ``p`` (n,) in [0, 1): (n,) long FBANK / UNIT / FUSION; with
+    ``n_views`` S-feature views, FBANK / :func:`unit_branch` (k) / FUSION (module docstring)."""
     _check_deltas(delta_fbank, delta_unit, "branches_from_uniform")
     branch = torch.full(p.shape, FUSION, dtype=torch.long)
-    branch[p < delta_fbank + delta_unit] = UNIT
+    bounds = unit_bounds(delta_fbank, delta_unit, n_views)
+    for k in reversed(range(n_views)):
+        branch[p < bounds[k]] = unit_branch(k)
     branch[p < delta_fbank] = FBANK
     return branch
 
@@ -105,8 +165,9 @@ def branches_from_uniform(p: Tensor, delta_fbank: float, delta_unit: float) -> T
 def sample_branches(
     n: int,
     delta_fbank: float,
-    delta_unit: float,
+    delta_unit: UnitDeltas,
     generator: Optional[torch.Generator] = None,
+    n_views: int = 1,
 ) -> Tensor:
     """Draw the branch of ``n`` utterances by Eq. 13.
 
@@ -114,26 +175,35 @@ def sample_branches(
         n: number of draws.
         delta_fbank, delta_unit: thresholds, each in [0, 1], summing to at most 1.
         generator: optional CPU ``torch.Generator`` (default: torch's global one).
+        n_views: the number of S-feature views (module docstring).
 
     Returns:
-        (n,) CPU LongTensor of FBANK (0), UNIT (1) or FUSION (2).
+        (n,) CPU LongTensor of FBANK (0), UNIT (1) or FUSION (2) (or a further view's id).
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     _check_deltas(delta_fbank, delta_unit, "sample_branches")
     p = torch.rand(n, generator=generator, dtype=torch.float64)  # (n,) in [0, 1)
-    return branches_from_uniform(p, delta_fbank, delta_unit)
+    return branches_from_uniform(p, delta_fbank, delta_unit, n_views)
 
 
 @dataclass(frozen=True)
 class MsdStage:
     start_epoch: int  # first epoch (1-based, fairseq's numbering) of this stage
     delta_fbank: float
-    delta_unit: float
+    delta_unit: float  # the S-feature share, over all views
+    view_deltas: Optional[Tuple[float, ...]] = None  # one share per view, when the stage gives them
+
+    @property
+    def unit_deltas(self) -> UnitDeltas:
+        return self.view_deltas if self.view_deltas is not None else self.delta_unit
 
 
 def parse_msd_schedule(spec: str, flag: str = "--msd-schedule") -> List[MsdStage]:
     """Parse ``"1:0.3,0.0;10:0.5,0.3;25:0.3,0.0"`` into stages.
+
+    A stage ``FROM:DELTA_FBANK,D_1,...,D_N`` gives each of N S-feature views its own share
+    (``delta_unit`` is then their sum); the model checks N against its views.
 
     Rules: at least one stage; start epochs strictly increasing and the first is 1; each delta
     in [0, 1]; delta_fbank + delta_unit <= 1. Errors name ``flag`` and the offending part.
@@ -147,13 +217,20 @@ def parse_msd_schedule(spec: str, flag: str = "--msd-schedule") -> List[MsdStage
             continue
         try:
             epoch_s, deltas_s = part.split(":")
-            df_s, du_s = deltas_s.split(",")
-            stage = MsdStage(int(epoch_s), float(df_s), float(du_s))
+            df_s, *du_s = deltas_s.split(",")
+            if not du_s:
+                raise ValueError
+            shares = [float(d) for d in du_s]
+            if len(shares) == 1:
+                stage = MsdStage(int(epoch_s), float(df_s), shares[0])
+            else:
+                stage = MsdStage(int(epoch_s), float(df_s), sum(shares), tuple(shares))
         except ValueError:
             raise ValueError(
-                f"{flag}: cannot parse stage {part!r} in {spec!r}; expected FROM_EPOCH:DELTA_FBANK,DELTA_UNIT"
+                f"{flag}: cannot parse stage {part!r} in {spec!r}; expected FROM_EPOCH:DELTA_FBANK,DELTA_UNIT "
+                "(or FROM_EPOCH:DELTA_FBANK,D_1,...,D_N, one share per S-feature view)"
             ) from None
-        _check_deltas(stage.delta_fbank, stage.delta_unit, f"{flag}: stage {part!r}")
+        _check_deltas(stage.delta_fbank, stage.unit_deltas, f"{flag}: stage {part!r}")
         if stages and stage.start_epoch <= stages[-1].start_epoch:
             raise ValueError(
                 f"{flag}: start epochs must increase, got {stage.start_epoch} after {stages[-1].start_epoch} in {spec!r}"
@@ -183,12 +260,20 @@ class BranchSampler:
     Args:
         schedule: a schedule string (see module docstring) or parsed stages.
         granularity: ``"utterance"`` (one draw per utterance, default) or ``"batch"``.
+        n_views: the number of S-feature views (the S-feature share is split among them).
     """
 
-    def __init__(self, schedule=DEFAULT_MSD_SCHEDULE, granularity: str = "utterance"):
+    def __init__(self, schedule=DEFAULT_MSD_SCHEDULE, granularity: str = "utterance", n_views: int = 1):
         self.stages = parse_msd_schedule(schedule) if isinstance(schedule, str) else list(schedule)
         if granularity not in GRANULARITIES:
             raise ValueError(f"--msd-granularity must be one of {GRANULARITIES}, got {granularity!r}")
+        if n_views < 1:
+            raise ValueError(f"n_views must be >= 1, got {n_views}")
+        for stage in self.stages:
+            if stage.view_deltas is not None and len(stage.view_deltas) != n_views:
+                raise ValueError(f"--msd-schedule: the stage from epoch {stage.start_epoch} gives "
+                                 f"{len(stage.view_deltas)} S-feature shares for {n_views} views (--unit-views)")
+        self.n_views = n_views
         self.granularity = granularity
         self.epoch = 1
         self.stage_index, self.stage = stage_for_epoch(self.stages, 1)
@@ -216,7 +301,7 @@ class BranchSampler:
         :meth:`sample_training`, whose draws do not repeat across data-parallel ranks."""
         stage = self.stage if stage is None else stage
         draws = 1 if self.granularity == "batch" else n
-        branch = sample_branches(draws, stage.delta_fbank, stage.delta_unit, generator=generator)
+        branch = sample_branches(draws, stage.delta_fbank, stage.unit_deltas, generator=generator, n_views=self.n_views)
         if self.granularity == "batch":
             branch = branch.expand(n).clone()  # (1,) -> (n,)
         return branch.to(device) if device is not None else branch
@@ -235,7 +320,7 @@ class BranchSampler:
         stage = self.stage
         if self.granularity == "batch":
             p = keyed_uniform(torch.tensor([update]), stream_seed(BATCH_STREAM, seed))  # (1,)
-            branch = branches_from_uniform(p, stage.delta_fbank, stage.delta_unit).expand(n).clone()
+            branch = branches_from_uniform(p, stage.delta_fbank, stage.unit_deltas, self.n_views).expand(n).clone()
         else:
             if keys is None or keys.numel() != n:
                 raise ValueError(
@@ -244,19 +329,21 @@ class BranchSampler:
                     f"{None if keys is None else tuple(keys.shape)}"
                 )
             p = keyed_uniform(keys, stream_seed(UTTERANCE_STREAM, seed, self.epoch))  # (n,)
-            branch = branches_from_uniform(p, stage.delta_fbank, stage.delta_unit)
+            branch = branches_from_uniform(p, stage.delta_fbank, stage.unit_deltas, self.n_views)
         return branch.to(device) if device is not None else branch
 
     def sample_keyed(self, keys: Tensor, seed: int, device: Optional[torch.device] = None) -> Tensor:
         """The paper's inference draw: the last stage's thresholds, ``p`` from ``(seed, key)``
         per utterance (``keys`` (n,) from :func:`utterance_key`), whatever the granularity."""
         stage = self.last_stage
-        branch = branches_from_uniform(keyed_uniform(keys, seed), stage.delta_fbank, stage.delta_unit)
+        branch = branches_from_uniform(keyed_uniform(keys, seed), stage.delta_fbank, stage.unit_deltas, self.n_views)
         return branch.to(device) if device is not None else branch
 
     def describe(self) -> str:
         s = self.stage
         return (
             f"stage {self.stage_index + 1}/{len(self.stages)} (from epoch {s.start_epoch}: "
-            f"delta_fbank={s.delta_fbank}, delta_unit={s.delta_unit}, granularity={self.granularity})"
+            f"delta_fbank={s.delta_fbank}, delta_unit={s.delta_unit}"
+            + (f" {list(s.view_deltas)}" if s.view_deltas is not None else "")
+            + f", granularity={self.granularity})"
         )

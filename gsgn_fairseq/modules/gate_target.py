@@ -9,13 +9,17 @@ re-weighting of ``a``, so the ideal FBank gate is (Eq. 11)::
     target = 1                      if cos >= 0
              1 - |b| cos / |a|      otherwise  (= 1 - <a, b> / |a|^2 > 1)
 
+With N S-feature views ``b_1..b_N`` (every ``g_k = 1``) each conflicting view's component is
+removed, ``a + sum_k Deconflict(a, b_k)``, which is ``target * a + sum_k b_k`` with
+``target = 1 - sum_{k: cos_k < 0} |b_k| cos_k / |a|`` (:func:`views_gate_target_from_inner_products`).
+
 Everything here is a free function of tensors, testable alone (like fairseq's
 ``label_smoothed_nll_loss``): the target (Eq. 8-11), the inner products of linear-map weight
 gradients that both target modes need (Eq. 6-7, per utterance or pooled), and Eq. 12's
 masked MSE. The scalar arithmetic runs in float64, so neither fp16 inputs
 nor tiny gradient norms lose the target.
 """
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -42,19 +46,53 @@ def gate_target_from_inner_products(
     Returns:
         ``(target, cos)``, both shape ``S``, float64.
     """
+    target, cos = views_gate_target_from_inner_products(ab.unsqueeze(0), aa, bb.unsqueeze(0), eps, max_target)
+    return target, cos[0]
+
+
+def views_gate_target_from_inner_products(
+    ab: Tensor,
+    aa: Tensor,
+    bb: Tensor,
+    eps: float = 1e-20,
+    max_target: Optional[float] = None,
+) -> Tuple[Tensor, Tensor]:
+    """The target of ``g_fbank`` with N S-feature views (every ``g_k = 1``), from the inner
+    products of ``a = dL_fbank/dW`` with each view's ``b_k = dL_k/dW``.
+
+    Eq. 9 with each conflicting view's component removed, ``a + sum_k Deconflict(a, b_k)``
+    (``Deconflict(a, b_k) = b_k`` when ``cos_k >= 0``), is ``target * a + sum_k b_k`` with::
+
+        target = 1 - sum_{k: cos_k < 0} |b_k| cos_k / |a|
+
+    With one view this is Eq. 11 (:func:`gate_target_from_inner_products`).
+
+    Args:
+        ab: ``(N, *S)`` ``<a, b_k>``; aa: ``S`` ``|a|^2``; bb: ``(N, *S)`` ``|b_k|^2``.
+        eps, max_target: see :func:`gate_target_from_inner_products`.
+    Returns:
+        ``(target S, cos (N, *S))``, float64.
+    """
+    if ab.dim() < 1 or ab.shape != bb.shape or ab.shape[1:] != aa.shape:
+        raise ValueError(f"views_gate_target_from_inner_products: shapes disagree: ab {tuple(ab.shape)}, "
+                         f"aa {tuple(aa.shape)}, bb {tuple(bb.shape)}")
     ab, aa, bb = ab.double(), aa.double(), bb.double()
-    na = aa.clamp_min(0).sqrt()
-    nb = bb.clamp_min(0).sqrt()
-    valid = (na > eps) & (nb > eps)
-    one = torch.ones_like(ab)
-    cos = torch.where(valid, ab / torch.where(valid, na * nb, one), torch.zeros_like(ab))
-    cos = cos.clamp(-1.0, 1.0)
-    # 1 - |b| cos / |a|; na > eps wherever cos < 0
-    corrected = 1.0 - nb * cos / torch.where(valid, na, one)
-    target = torch.where(cos < 0, corrected, one)
+    na = aa.clamp_min(0).sqrt()  # S
+    target = torch.ones_like(aa)
+    cosines = []
+    for ab_k, bb_k in zip(ab, bb):  # one S-feature view at a time
+        nb = bb_k.clamp_min(0).sqrt()
+        valid = (na > eps) & (nb > eps)
+        one = torch.ones_like(ab_k)
+        cos = torch.where(valid, ab_k / torch.where(valid, na * nb, one), torch.zeros_like(ab_k))
+        cos = cos.clamp(-1.0, 1.0)
+        # - |b_k| cos_k / |a| where the view conflicts; na > eps wherever cos < 0
+        removed = nb * cos / torch.where(valid, na, one)
+        target = torch.where(cos < 0, target - removed, target)
+        cosines.append(cos)
     if max_target is not None:
         target = target.clamp(max=max_target)
-    return target, cos
+    return target, torch.stack(cosines)
 
 
 def gate_target(
@@ -169,24 +207,27 @@ def factorized_inner_products(
 
 
 def factorized_gradients(
-    delta: Tensor, x_fbank: Tensor, x_unit: Tensor, mask: Optional[Tensor] = None
-) -> Tuple[Tensor, Tensor]:
+    delta: Tensor, x_fbank: Tensor, x_unit: Union[Tensor, Sequence[Tensor]], mask: Optional[Tensor] = None
+) -> Tuple[Tensor, ...]:
     """The factorized gradients of Eq. 6-7 pooled over a batch, as matrices:
     ``a = sum_t delta_t ⊗ x_fbank,t``, ``b = sum_t delta_t ⊗ x_unit,t`` over the unmasked frames
     of every utterance. Unlike their inner products, these sum over data-parallel ranks.
 
     Args:
-        delta: ``(B, T, D_out)``; x_fbank, x_unit: ``(B, T, D_in)``; mask: ``(B, T)`` bool.
+        delta: ``(B, T, D_out)``; x_fbank: ``(B, T, D_in)``; x_unit: ``(B, T, D_in)``, or a list
+            of S-feature views; mask: ``(B, T)`` bool.
     Returns:
-        ``(a, b)``, each ``(D_out, D_in)``, float32 (float64 inputs stay float64).
+        ``(a, b)`` (``(a, b_1, ..., b_N)`` for a list of views), each ``(D_out, D_in)``, float32
+        (float64 inputs stay float64).
     """
+    x_units = [x_unit] if torch.is_tensor(x_unit) else list(x_unit)
     with torch.autocast(device_type=delta.device.type, enabled=False):
         dtype = torch.promote_types(delta.dtype, torch.float32)
-        tensors = [t.to(dtype) for t in (delta, x_fbank, x_unit)]
+        tensors = [t.to(dtype) for t in (delta, x_fbank, *x_units)]
         if mask is not None:  # masked_fill, not multiply: padding may hold inf/nan
             tensors = [t.masked_fill(~mask.unsqueeze(-1), 0.0) for t in tensors]
-        delta, x_fbank, x_unit = (t.reshape(-1, t.size(-1)) for t in tensors)  # (B*T, D)
-        return delta.t() @ x_fbank, delta.t() @ x_unit
+        delta, x_fbank, *x_units = (t.reshape(-1, t.size(-1)) for t in tensors)  # (B*T, D)
+        return (delta.t() @ x_fbank, *(delta.t() @ x for x in x_units))
 
 
 def inner_products(a: Tensor, b: Tensor) -> Tuple[Tensor, Tensor, Tensor]:

@@ -31,6 +31,13 @@ add to the training loss (``N`` the sample size, which fairseq divides by later)
     probe term on the loss records. Its input is the injector's output, so autograd runs it
     first (a data dependency). Per batch or per utterance; every step, no extra pass.
 
+Several S-feature views (``--unit-views``, every ``g_k = 1``): ``b_k`` per view (one probe
+pass per view, or ``sum_t delta_t ⊗ x_k,t``), and the target removes each conflicting view's
+component, ``1 - sum_{k: cos_k < 0} |b_k| cos_k / |a|``
+(``gate_target.views_gate_target_from_inner_products``). The statistics are then kept per view
+(``gate_cos_sum_<name>``, ...; the reduced metrics ``grad_cos_<name>``, ``conflict_pct_<name>``);
+with one view the keys and the numbers are the two-view ones.
+
 On a purely linear residual network both readings give the same target (a unit test). On a
 real transformer layer they differ: the exact single-view gradients share what both passes
 feed layer 0 besides the view (positions, LayerNorm and bias paths), the factorized ones are
@@ -69,6 +76,7 @@ from .gate_target import (
     inner_products,
     linear_grad_inner_products,
     masked_squared_error,
+    views_gate_target_from_inner_products,
 )
 
 GRANULARITIES = ("batch", "utterance")
@@ -81,7 +89,27 @@ STAT_KEYS = (
     "g_fbank_sum", "g_fbank_gt1", "g_elems",  # g_fbank over valid fusion elements: sum, > 1, number
     "g_unit_sum", "g_unit_elems",
 )
+# the keys kept per S-feature view (suffix _<name> with several views, none with one)
+VIEW_STAT_KEYS = ("gate_cos_sum", "gate_cos_count", "gate_cos_pos_sum", "gate_cos_pos_count", "gate_conflict")
+# with several views: the measured targets, and how many had a conflict with any view
+MULTI_VIEW_STAT_KEYS = ("gate_target_count", "gate_conflict_any")
 LossFn = Callable[[nn.Module, object, dict], Tensor]  # (model, net_output, sample) -> summed loss
+
+
+def stat_suffixes(names) -> List[str]:
+    """The per-view key suffixes: none with one S-feature view (the two-view keys), else ``_<name>``."""
+    return [""] if len(names) <= 1 else [f"_{n}" for n in names]
+
+
+def unit_view_names(model) -> Tuple[str, ...]:
+    """The S-feature view names of a model with our front end (``("units",)`` otherwise)."""
+    frontend = getattr(getattr(unwrap(model), "encoder", None), "frontend", None)
+    return tuple(getattr(frontend, "unit_view_names", None) or ("units",))
+
+
+def probe_branches(names) -> List[str]:
+    """The single-view branches of the exact target's probe passes: FBank, then each view."""
+    return ["fbank"] + (["unit"] if len(names) == 1 else [f"unit:{n}" for n in names])
 
 
 def unwrap(model) -> BaseFairseqModel:
@@ -97,14 +125,21 @@ def _first(enc: Dict[str, List[Tensor]], key: str) -> Optional[Tensor]:
 
 
 class GateViews:
-    """The gate tensors of one forward pass (docs/INTERFACES.md), read from the encoder output."""
+    """The gate tensors of one forward pass (docs/INTERFACES.md), read from the encoder output;
+    ``names`` are the S-feature views' (``--unit-views``)."""
 
-    def __init__(self, enc: Dict[str, List[Tensor]]):
+    def __init__(self, enc: Dict[str, List[Tensor]], names=None):
         self.g_fbank = _first(enc, "gsgn_g_fbank")  # B x T x D
         self.g_unit = _first(enc, "gsgn_g_unit")  # B x T x D
         self.branch = _first(enc, "gsgn_branch")  # B
         self.x_fbank = _first(enc, "gsgn_x_fbank")  # B x T x D
         self.x_unit = _first(enc, "gsgn_x_unit")  # B x T x D
+        # every S-feature view and its gate, B x T x D each (the first is x_unit / g_unit)
+        self.x_units = list(enc.get("gsgn_x_units") or ([self.x_unit] if self.x_unit is not None else []))
+        self.g_units = list(enc.get("gsgn_g_units") or ([self.g_unit] if self.g_unit is not None else []))
+        n = max(len(self.x_units), 1)
+        self.names = tuple(names) if names is not None and len(names) == n else (
+            ("units",) if n == 1 else tuple(f"view{k}" for k in range(n)))
         self.ref_out = _first(enc, "gsgn_ref_out")  # B x T x D
         padding = _first(enc, "gsgn_padding_mask")  # B x T, True at padding
         if self.g_fbank is None:
@@ -123,11 +158,16 @@ class GateViews:
 
 def init_stats(views: GateViews, device) -> Dict[str, Tensor]:
     """Gate statistics of the forward pass; the target statistics start at zero."""
-    stats = {k: torch.zeros((), dtype=torch.float32, device=device) for k in STAT_KEYS}
+    suffixes = stat_suffixes(views.names)
+    keys = list(STAT_KEYS) + [k + sfx for sfx in suffixes if sfx for k in VIEW_STAT_KEYS]
+    if len(suffixes) > 1:
+        keys = [k for k in keys if k not in VIEW_STAT_KEYS] + list(MULTI_VIEW_STAT_KEYS)
+    stats = {k: torch.zeros((), dtype=torch.float32, device=device) for k in keys}
     with torch.no_grad():
         mask = views.mask.unsqueeze(-1)  # B x T x 1
         n = views.mask.sum().float()
-        for g, s, e in ((views.g_fbank, "g_fbank_sum", "g_elems"), (views.g_unit, "g_unit_sum", "g_unit_elems")):
+        gates = [(views.g_fbank, "g_fbank_sum", "g_elems")] + [(g, "g_unit_sum", "g_unit_elems") for g in views.g_units]
+        for g, s, e in gates:
             if g is not None:
                 g = g.detach().float()
                 stats[s] += torch.where(mask, g, torch.zeros_like(g)).sum()
@@ -136,24 +176,45 @@ def init_stats(views: GateViews, device) -> Dict[str, Tensor]:
     return stats
 
 
-def add_target_stats(stats, target: Tensor, cos: Tensor, counted: Tensor, sq_err: Tensor, elems: Tensor) -> None:
-    """Accumulate measured targets (scalar or ``(B,)``; ``counted`` marks the real ones)."""
+def add_target_stats(stats, target: Tensor, cos: Tensor, counted: Tensor, sq_err: Tensor, elems: Tensor,
+                     suffixes=("",)) -> None:
+    """Accumulate measured targets (scalar or ``(B,)``; ``counted`` marks the real ones); with
+    several views (``suffixes``, :func:`stat_suffixes`) ``cos`` is ``(N, ...)``, one row per view."""
     with torch.no_grad():
         c = counted.bool()
-        for key, value in (
-            ("gate_sq_err", sq_err), ("gate_elems", elems), ("gate_cos_count", c.sum()),
-            ("gate_cos_sum", torch.where(c, cos, torch.zeros_like(cos)).sum()),
-            ("gate_cos_pos_sum", torch.where(c & (cos > 0), cos, torch.zeros_like(cos)).sum()),
-            ("gate_cos_pos_count", (c & (cos > 0)).sum()), ("gate_conflict", (c & (cos < 0)).sum()),
-            ("gate_target_sum", torch.where(c, target, torch.zeros_like(target)).sum()),
-        ):
+        per_view = [cos] if len(suffixes) == 1 else list(cos)
+        for key, value in (("gate_sq_err", sq_err), ("gate_elems", elems)):
             stats[key] += value.detach().to(stats[key].dtype)
+        for sfx, cos_k in zip(suffixes, per_view):
+            for key, value in (
+                ("gate_cos_count", c.sum()),
+                ("gate_cos_sum", torch.where(c, cos_k, torch.zeros_like(cos_k)).sum()),
+                ("gate_cos_pos_sum", torch.where(c & (cos_k > 0), cos_k, torch.zeros_like(cos_k)).sum()),
+                ("gate_cos_pos_count", (c & (cos_k > 0)).sum()), ("gate_conflict", (c & (cos_k < 0)).sum()),
+            ):
+                stats[key + sfx] += value.detach().to(stats[key + sfx].dtype)
+        stats["gate_target_sum"] += torch.where(c, target, torch.zeros_like(target)).sum().detach().to(torch.float32)
+        if len(suffixes) > 1:
+            stats["gate_target_count"] += c.sum().to(torch.float32)
+            stats["gate_conflict_any"] += (c & (cos < 0).any(0)).sum().to(torch.float32)
 
 
 def _finite_target(ab, aa, bb, max_target) -> Tuple[Tensor, Tensor, Tensor]:
     """Eq. 11 from inner products; non-finite ones (fp16 overflow) give target 1, not counted."""
     target, cos = gate_target_from_inner_products(ab, aa, bb, max_target=max_target)
     finite = torch.isfinite(ab) & torch.isfinite(aa) & torch.isfinite(bb)
+    return torch.where(finite, target, torch.ones_like(target)), torch.where(finite, cos, torch.zeros_like(cos)), finite
+
+
+def _finite_views_target(abs_: List[Tensor], aa: Tensor, bbs: List[Tensor], max_target) -> Tuple[Tensor, Tensor, Tensor]:
+    """The target from ``<a, b_k>``, ``|a|^2``, ``|b_k|^2`` of every S-feature view: Eq. 11 itself
+    (:func:`_finite_target`) with one view; with several, ``cos`` is ``(N, ...)``. Non-finite
+    products give target 1, not counted."""
+    if len(abs_) == 1:
+        return _finite_target(abs_[0], aa, bbs[0], max_target)
+    ab, bb = torch.stack(abs_), torch.stack(bbs)  # (N, ...)
+    target, cos = views_gate_target_from_inner_products(ab, aa, bb, max_target=max_target)
+    finite = torch.isfinite(ab).all(0) & torch.isfinite(aa) & torch.isfinite(bb).all(0)
     return torch.where(finite, target, torch.ones_like(target)), torch.where(finite, cos, torch.zeros_like(cos)), finite
 
 
@@ -227,11 +288,13 @@ class ExactGateTarget(GateTargetStrategy):
         out = inner(**sub["net_input"], force_branch=branch)
         return loss_fn(inner, out, sub), out[1]["encoder_out"]["gsgn_padding_mask"][0]
 
-    def batch_gradients(self, model, sub, loss_fn) -> Tuple[Tensor, Tensor]:
-        """``a`` and ``b`` of the utterances of ``sub`` (zeros for ``sub=None``), flattened over
-        the reference parameters: (P,) each, float32 (float64 parameters stay float64)."""
+    def batch_gradients(self, model, sub, loss_fn) -> Tuple[Tensor, ...]:
+        """``a`` and each view's ``b_k`` of the utterances of ``sub`` (zeros for ``sub=None``),
+        flattened over the reference parameters: (P,) each, float32 (float64 parameters stay
+        float64)."""
         inner = unwrap(model)
         params = [p for _, p in self.reference_parameters(inner)]
+        branches = probe_branches(unit_view_names(inner))
 
         def flat(grads):
             return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
@@ -239,22 +302,22 @@ class ExactGateTarget(GateTargetStrategy):
 
         if sub is None:
             zeros = flat([None] * len(params))
-            return zeros, zeros.clone()
-        a, b = (flat(torch.autograd.grad(self._probe(inner, sub, branch, loss_fn)[0], params, allow_unused=True))
-                for branch in ("fbank", "unit"))
-        return a, b
+            return tuple(zeros.clone() if i else zeros for i in range(len(branches)))
+        return tuple(flat(torch.autograd.grad(self._probe(inner, sub, branch, loss_fn)[0], params, allow_unused=True))
+                     for branch in branches)
 
     def batch_target(self, model, sub, loss_fn) -> Optional[Tuple[Tensor, Tensor, Tensor]]:
         """Pooled over the utterances of ``sub`` and, with data parallelism, of the other ranks
         (``sub=None``: this rank has none; it takes part in the sums): scalar (target, cos,
-        counted), or None when no rank had a fusion utterance."""
-        a, b = self.batch_gradients(model, sub, loss_fn)
+        counted) (cos ``(N,)`` with N views), or None when no rank had a fusion utterance."""
+        a, *bs = self.batch_gradients(model, sub, loss_fn)
         n = sub["net_input"]["src_tokens"].size(0) if sub is not None else 0
-        a, b, n = self.global_batch.sum(a, b, torch.tensor(float(n), dtype=a.dtype, device=a.device))
+        a, *bs, n = self.global_batch.sum(a, *bs, torch.tensor(float(n), dtype=a.dtype, device=a.device))
         if n.item() == 0:
             return None
-        ab, aa, bb = inner_products(a.double(), b.double())
-        return _finite_target(ab, aa, bb, self.max_target)
+        products = [inner_products(a.double(), b.double()) for b in bs]
+        return _finite_views_target([p[0] for p in products], products[0][1], [p[2] for p in products],
+                                    self.max_target)
 
     def utterance_targets(self, model, sub, loss_fn) -> Tuple[Tensor, Tensor, Tensor]:
         """One (target, cos, counted) per utterance of ``sub`` ((B',) each), from the inputs and
@@ -276,7 +339,7 @@ class ExactGateTarget(GateTargetStrategy):
         hooks = [m.register_forward_hook(keep) for m, _, _ in linears]
         per_view = []
         try:
-            for branch in ("fbank", "unit"):
+            for branch in probe_branches(unit_view_names(inner)):
                 captured.clear()
                 loss, padding = self._probe(inner, sub, branch, loss_fn)
                 missing = [m for m, _, _ in linears if m not in captured]
@@ -291,17 +354,25 @@ class ExactGateTarget(GateTargetStrategy):
             for owner, flag in fast_path:
                 owner.skip_embed_dim_check = flag
         mask = ~padding  # B' x T
-        ab = aa = bb = torch.zeros(mask.size(0), dtype=torch.float64, device=mask.device)
-        for (m, w, b), (x_f, dy_f), (x_u, dy_u) in zip(linears, *per_view):
-            if time_first:  # T x B x C -> B x T x C
-                x_f, dy_f, x_u, dy_u = (t.transpose(0, 1) for t in (x_f, dy_f, x_u, dy_u))
-            if w:
-                r = linear_grad_inner_products(dy_f, x_f, dy_u, x_u, mask, per_utterance=True, bias=b)
-            else:  # a bias alone: x = 1
-                ones = x_f.new_ones(x_f.shape[:2] + (1,))
-                r = linear_grad_inner_products(dy_f, ones, dy_u, ones, mask, per_utterance=True)
-            ab, aa, bb = ab + r[0].double(), aa + r[1].double(), bb + r[2].double()
-        return _finite_target(ab, aa, bb, self.max_target)
+        zeros = torch.zeros(mask.size(0), dtype=torch.float64, device=mask.device)
+        fbank, views = per_view[0], per_view[1:]
+        abs_, bbs, aa = [], [], zeros
+        for k, view in enumerate(views):  # <a, b_k>, |b_k|^2 (and |a|^2 from the first view's pass)
+            ab = bb = zeros
+            for (m, w, b), (x_f, dy_f), (x_u, dy_u) in zip(linears, fbank, view):
+                if time_first:  # T x B x C -> B x T x C
+                    x_f, dy_f, x_u, dy_u = (t.transpose(0, 1) for t in (x_f, dy_f, x_u, dy_u))
+                if w:
+                    r = linear_grad_inner_products(dy_f, x_f, dy_u, x_u, mask, per_utterance=True, bias=b)
+                else:  # a bias alone: x = 1
+                    ones = x_f.new_ones(x_f.shape[:2] + (1,))
+                    r = linear_grad_inner_products(dy_f, ones, dy_u, ones, mask, per_utterance=True)
+                ab, bb = ab + r[0].double(), bb + r[2].double()
+                if k == 0:
+                    aa = aa + r[1].double()
+            abs_.append(ab)
+            bbs.append(bb)
+        return _finite_views_target(abs_, aa, bbs, self.max_target)
 
     def gate_loss(self, model, sample, views, loss_fn, scale, stats, update, loss_log) -> Tensor:
         due = self._cached_at is None or update == self._cached_at or update - self._cached_at >= self.interval
@@ -324,7 +395,9 @@ class ExactGateTarget(GateTargetStrategy):
                     if self.per_utterance:
                         t, c, n = self.utterance_targets(inner, sub, loss_fn)
                         ones = torch.ones(B, dtype=t.dtype, device=t.device)
-                        self._cached = (ones.index_copy(0, fusion_index, t), torch.zeros_like(ones).index_copy(0, fusion_index, c),
+                        cos = (torch.zeros_like(ones).index_copy(0, fusion_index, c) if c.dim() == 1 else
+                               torch.zeros(c.size(0), B, dtype=c.dtype, device=c.device).index_copy(1, fusion_index, c))
+                        self._cached = (ones.index_copy(0, fusion_index, t), cos,
                                         torch.zeros(B, dtype=torch.bool, device=t.device).index_copy(0, fusion_index, n))
                         self._cached_at = update
                     else:
@@ -345,7 +418,7 @@ class ExactGateTarget(GateTargetStrategy):
             applied = elems.float() * (not self.ignore_grad)
             (applied,) = self.global_batch.sum(applied)
             counted = counted & (applied > 0) & self.global_batch.is_first
-        add_target_stats(stats, target, cos, counted, sq_err, elems)
+        add_target_stats(stats, target, cos, counted, sq_err, elems, stat_suffixes(views.names))
         return scale * sq_err / elems.clamp_min(1).to(sq_err.dtype)
 
 
@@ -373,7 +446,8 @@ class _FactorizedState:
 
     def arm(self, views: GateViews, scale, per_utterance: bool, max_target, stats, loss_log: Tensor,
             global_batch: Optional[GlobalBatch] = None):
-        self.x_fbank, self.x_unit = views.x_fbank.detach(), views.x_unit.detach()
+        self.x_fbank, self.x_units = views.x_fbank.detach(), [x.detach() for x in views.x_units]
+        self.suffixes = stat_suffixes(views.names)
         self.mask, self.fusion = views.mask, views.fusion
         self.scale, self.per_utterance, self.max_target = scale, per_utterance, max_target
         self.stats, self.loss_log = stats, loss_log
@@ -397,19 +471,22 @@ class _FactorizedState:
                                "(docs/INTERFACES.md)")
         with torch.autocast(device_type=g.device.type, enabled=False):
             if self.per_utterance:
-                ab, aa, bb = factorized_inner_products(self.delta, self.x_fbank, self.x_unit, self.mask,
-                                                       per_utterance=True)
-                target, cos, finite = _finite_target(ab, aa, bb, self.max_target)
+                products = [factorized_inner_products(self.delta, self.x_fbank, x_k, self.mask, per_utterance=True)
+                            for x_k in self.x_units]  # (<a, b_k>, |a|^2, |b_k|^2) per view
+                target, cos, finite = _finite_views_target([p[0] for p in products], products[0][1],
+                                                           [p[2] for p in products], self.max_target)
                 counted = finite & self.mask.any(dim=1)
             else:  # D x D sums over the global batch (a stand-in batch, loss times 0, has delta = 0)
-                a, b = factorized_gradients(self.delta, self.x_fbank, self.x_unit, self.mask)
+                a, *bs = factorized_gradients(self.delta, self.x_fbank, self.x_units, self.mask)
                 frames = self.mask.sum().to(a.dtype) * (self.coef != 0).to(a.dtype)
-                a, b, frames = self.global_batch.sum(a, b, frames)
-                target, cos, finite = _finite_target(*inner_products(a, b), self.max_target)
+                a, *bs, frames = self.global_batch.sum(a, *bs, frames)
+                products = [inner_products(a, b) for b in bs]
+                target, cos, finite = _finite_views_target([p[0] for p in products], products[0][1],
+                                                           [p[2] for p in products], self.max_target)
                 counted = finite & (frames > 0) & self.global_batch.is_first
             diff, sq_err, elems = masked_squared_error(g, target, self.mask)
             scale = self.scale / elems.clamp_min(1).to(diff.dtype)
-            add_target_stats(self.stats, target, cos, counted, sq_err, elems)
+            add_target_stats(self.stats, target, cos, counted, sq_err, elems, self.suffixes)
             self.loss_log += (scale * sq_err).to(self.loss_log.dtype)
             return diff * (2.0 * scale * self.coef.to(diff.dtype))
 
@@ -486,6 +563,8 @@ class FactorizedGateTarget(GateTargetStrategy):
             return views.g_fbank.new_zeros(()).float()
         missing = [k for k, v in (("gsgn_x_fbank", views.x_fbank), ("gsgn_x_unit", views.x_unit),
                                   ("gsgn_ref_out", views.ref_out)) if v is None]
+        if not missing and len(views.x_units) != len(views.names):
+            missing = ["gsgn_x_units"]
         if missing:
             raise KeyError(f"--gate-target factorized needs encoder outputs {missing}")
         if not views.ref_out.requires_grad:

@@ -6,6 +6,11 @@ on top:
 
 * ``--num-units K`` (default 500): unit ids are in ``[0, K)``, K pads ``src_units``
   (``task.unit_pad``).
+* ``--unit-views NAME[,NAME...]`` (default ``units``): the unit sets read, each from its own
+  TSV column (``units`` for the default set, ``units_NAME`` otherwise), zip and provenance
+  record; ``--num-units`` then takes one K for all or a comma list, one per set. The first set
+  is ``src_units``; the others come as ``src_units_more`` / ``src_units_more_lengths``, dicts by
+  set name. Every check below applies to every set, and its errors name the set.
 * Optional transcript dictionary for CTC over the source text (``task.transcript_dictionary``;
   ``task.source_dictionary`` stays None as in speech_to_text), from ``config_st.yaml`` keys
   ``src_vocab_filename`` (a fairseq dictionary under the data dir) and the optional
@@ -59,6 +64,7 @@ from ..data.multiview_dataset import (
     ViewAlignment,
     dataset_parts,
 )
+from ..data.manifest import DEFAULT_UNIT_VIEW, parse_num_units, parse_unit_views, unit_view_column
 from ..data.mustc import DataError
 from ..data.provenance import check_same_provenance, describe
 from ..scoring import BLEU_ORDER, bleu_from_statistics, bleu_statistics
@@ -66,6 +72,12 @@ from ..scoring import BLEU_ORDER, bleu_from_statistics, bleu_statistics
 logger = logging.getLogger(__name__)
 
 DEFAULT_NUM_UNITS = 500
+
+
+def num_units_arg(value: str):
+    """``--num-units``: K (an int, as always) or ``K1,K2,...`` (kept as the string), one per unit set."""
+    value = value.strip()
+    return int(value) if value.lstrip("-").isdigit() else value
 
 
 BLEU_STAT_KEYS = ["sys_len", "ref_len"] + [f"{k}_{i}" for k in ("counts", "totals") for i in range(BLEU_ORDER)]
@@ -111,10 +123,19 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
         super().add_args(parser)
         parser.add_argument(
             "--num-units",
-            type=int,
+            type=num_units_arg,
             default=DEFAULT_NUM_UNITS,
             metavar="K",
-            help="number of discrete unit clusters K; ids are in [0, K), K is the padding id",
+            help="number of discrete unit clusters K; ids are in [0, K), K is the padding id; with several "
+                 "--unit-views one K for all or K1,K2,... one per view",
+        )
+        parser.add_argument(
+            "--unit-views",
+            type=str,
+            default=DEFAULT_UNIT_VIEW,
+            metavar="NAME[,NAME...]",
+            help="the S-feature unit sets read (and fused), each its own TSV column: 'units' (the default set: "
+                 "units.zip, units.json) or units_NAME (gsgn-extract-units --name NAME)",
         )
         parser.add_argument(
             "--unit-length-tolerance",
@@ -160,9 +181,7 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
         if self.multitask_tasks:
             raise NotImplementedError("--multitask-config-yaml is not supported by speech_to_text_multiview")
         self.src_dict = src_dict
-        self.num_units = args.num_units
-        if self.num_units <= 0:
-            raise ValueError(f"--num-units must be positive, got {self.num_units}")
+        self._set_unit_views(getattr(args, "unit_views", None), args.num_units)
         self.alignment = ViewAlignment(None, args.unit_length_tolerance)  # n: set by build_model
         self._building_from_checkpoint = False
         self.eval_bleu = bool(getattr(args, "eval_bleu", False))
@@ -170,15 +189,33 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
         if self.eval_bleu_branches and not self.eval_bleu:
             raise ValueError(f"--eval-bleu-branches {args.eval_bleu_branches} needs --eval-bleu")
         self.sequence_generator = None  # set up by build_model with --eval-bleu
-        # (provenance, where it was read): of the loaded data, and of the model's checkpoint
-        self.data_units_provenance = (None, None)
-        self.model_units_provenance = (None, None)
+        # (provenance, where it was read) per unit set: of the loaded data, and of the model's checkpoint
+        self.data_provenance: Dict[str, tuple] = {v: (None, None) for v in self.unit_views}
+        self.model_provenance: Dict[str, tuple] = {v: (None, None) for v in self.unit_views}
         self._trains = False  # set once fairseq-train asks for the training batches
         self.require_provenance = bool(getattr(args, "require_provenance", False))
+
+    def _set_unit_views(self, views, num_units) -> None:
+        self.unit_views = parse_unit_views(views)
+        self.view_num_units = parse_num_units(num_units, self.unit_views)  # K per unit set
+        self.num_units = self.view_num_units[0]  # the first set's (src_units)
 
     @property
     def unit_pad(self) -> int:
         return self.num_units
+
+    def _set_name(self, view: str) -> str:
+        """How errors name a unit set: nothing with the one default set (as before)."""
+        return "" if self.unit_views == (DEFAULT_UNIT_VIEW,) else f" of unit set {view}"
+
+    # the first set's provenance, under the names of the one-set task
+    @property
+    def data_units_provenance(self):
+        return self.data_provenance[self.unit_views[0]]
+
+    @property
+    def model_units_provenance(self):
+        return self.model_provenance[self.unit_views[0]]
 
     @classmethod
     def setup_task(cls, args, **kwargs):
@@ -224,7 +261,8 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
             is_train_split=is_train_split,
             epoch=epoch,
             seed=self.args.seed,
-            num_units=self.num_units,
+            num_units=self.view_num_units,
+            unit_views=self.unit_views,
             alignment=self.alignment,
             src_dict=self.src_dict,
             src_pre_tokenizer=self._build_src_encoder("src_pre_tokenizer", encoders.build_tokenizer),
@@ -232,8 +270,14 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
             speaker_to_id=self.speaker_to_id,
         )
         for part in dataset_parts(dataset):
-            self._note_data_provenance(getattr(part, "units_provenance", None),
-                                       f"{Path(self.args.data) / (part.split + '.tsv')} (units.json beside its units)")
+            tsv = Path(self.args.data) / (part.split + ".tsv")
+            records = [(self.unit_views[0], getattr(part, "units_provenance", None))]
+            records += [(u.name, u.provenance) for u in getattr(part, "more_unit_sets", [])]
+            for view, prov in records:
+                column = unit_view_column(view)
+                record = "units.json" if column == "units" else f"{column}.json"
+                units = "units" if column == "units" else f"{column} units"
+                self._note_data_provenance(view, prov, f"{tsv} ({record} beside its {units})")
         self.datasets[split] = dataset
 
     def get_batch_iterator(self, dataset, *args, **kwargs):
@@ -249,61 +293,88 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
         return super().get_batch_iterator(dataset, *args, **kwargs)
 
     # ------------------------------------------------------------------ units provenance
-    def _note_data_provenance(self, prov, where: str) -> None:
+    def _note_data_provenance(self, view: str, prov, where: str) -> None:
+        record = "units.json" if unit_view_column(view) == "units" else f"{unit_view_column(view)}.json"
         if prov is None:
             if self.require_provenance:
-                raise DataError(f"{where}: no units.json beside the units (written for their zip), and "
-                                "--require-provenance asks for one (gsgn-extract-units writes it)")
-            logger.warning(f"{where}: no units.json beside the units (written for their zip): their provenance "
-                           "cannot be checked")
+                raise DataError(f"{where}: no {record} beside the units{self._set_name(view)} (written for their "
+                                "zip), and --require-provenance asks for one (gsgn-extract-units writes it)")
+            logger.warning(f"{where}: no {record} beside the units{self._set_name(view)} (written for their zip): "
+                           "their provenance cannot be checked")
             return
         k = prov.get("n_clusters")
-        if k is not None and k != self.num_units:
-            raise DataError(f"{where}: the units have K = {k} clusters but --num-units is {self.num_units}; "
-                            f"pass --num-units {k}")
-        known, known_where = self.data_units_provenance
+        want = self.view_num_units[self.unit_views.index(view)]
+        if k is not None and k != want:
+            hint = k if len(self.unit_views) == 1 else ",".join(
+                str(k if v == view else n) for v, n in zip(self.unit_views, self.view_num_units))
+            raise DataError(f"{where}: the units{self._set_name(view)} have K = {k} clusters but --num-units "
+                            f"is {want}; pass --num-units {hint}")
+        known, known_where = self.data_provenance[view]
         if known is None:
-            self.data_units_provenance = (prov, where)
+            self.data_provenance[view] = (prov, where)
         else:
             check_same_provenance(known, known_where, prov, where)
         self._check_units_provenance()
 
     def _check_units_provenance(self) -> None:
-        (model, model_where), (data, data_where) = self.model_units_provenance, self.data_units_provenance
-        if model is not None and data is not None:
-            check_same_provenance(model, model_where, data, data_where)
+        for view in self.unit_views:
+            (model, model_where), (data, data_where) = self.model_provenance[view], self.data_provenance[view]
+            if model is not None and data is not None:
+                check_same_provenance(model, model_where + self._set_name(view), data, data_where)
 
     def state_dict(self):
         """fairseq saves this in every checkpoint (``task_state``): the units' provenance of the
-        model (the data it started training on)."""
+        model (the data it started training on): ``units_provenance`` the first unit set's (as
+        with one set), ``unit_sets_provenance`` every set's by name."""
         state = dict(super().state_dict())
-        model, _ = self.model_units_provenance
-        state["units_provenance"] = model if model is not None else self.data_units_provenance[0]
+        per_view = {}
+        for view in self.unit_views:
+            model, _ = self.model_provenance[view]
+            per_view[view] = model if model is not None else self.data_provenance[view][0]
+        state["units_provenance"] = per_view[self.unit_views[0]]
+        if self.unit_views != (DEFAULT_UNIT_VIEW,):
+            state["unit_sets_provenance"] = per_view
         return state
 
     def load_state_dict(self, state_dict):
         state_dict = dict(state_dict)
         prov = state_dict.pop("units_provenance", None)
+        per_view = state_dict.pop("unit_sets_provenance", None) or {self.unit_views[0]: prov}
         super().load_state_dict(state_dict)
-        if prov is None:
-            if self.require_provenance:
-                raise DataError("the model's checkpoint records no units provenance (trained before it was recorded, "
-                                "or on data without units.json), and --require-provenance asks for one")
-            logger.warning("the checkpoint records no units provenance (trained before it was recorded, or on "
-                           "data without units.json): the units cannot be checked against the model's")
-            return
-        self.model_units_provenance = (dict(prov), "the model's checkpoint")
-        logger.info(f"units of the model: {describe(prov)}")
+        for view in self.unit_views:
+            prov = per_view.get(view)
+            if prov is None:
+                if self.require_provenance:
+                    raise DataError(f"the model's checkpoint records no units provenance{self._set_name(view)} "
+                                    "(trained before it was recorded, or on data without units.json), and "
+                                    "--require-provenance asks for one")
+                logger.warning(f"the checkpoint records no units provenance{self._set_name(view)} (trained before it "
+                               "was recorded, or on data without units.json): the units cannot be checked against "
+                               "the model's")
+                continue
+            self.model_provenance[view] = (dict(prov), "the model's checkpoint")
+            logger.info(f"units of the model{self._set_name(view)}: {describe(prov)}")
         self._check_units_provenance()
 
     def build_model(self, args, from_checkpoint=False):
-        # A checkpoint's K wins over the command line's (fairseq-generate without --num-units):
-        # datasets are loaded after the model there, so they pad with the model's K.
+        # A checkpoint's K and unit sets win over the command line's (fairseq-generate without
+        # --num-units): datasets are loaded after the model there, so they pad with the model's K.
         saved_k = getattr(args, "num_units", None)
-        if from_checkpoint and saved_k is not None and saved_k != self.num_units:
-            logger.info(f"--num-units: using the checkpoint's {saved_k} instead of {self.num_units}")
-            self.num_units = saved_k
-        args.num_units = self.num_units
+        saved_views = getattr(args, "unit_views", None) or DEFAULT_UNIT_VIEW
+        if from_checkpoint and saved_k is not None:
+            views = parse_unit_views(saved_views)
+            if views != self.unit_views:
+                logger.info(f"--unit-views: using the checkpoint's {','.join(views)} instead of "
+                            f"{','.join(self.unit_views)}")
+            if parse_num_units(saved_k, views) != self.view_num_units or views != self.unit_views:
+                if parse_num_units(saved_k, views) != self.view_num_units:
+                    logger.info(f"--num-units: using the checkpoint's {saved_k} instead of "
+                                f"{','.join(map(str, self.view_num_units))}")
+                self._set_unit_views(views, saved_k)
+                self.data_provenance = {v: self.data_provenance.get(v, (None, None)) for v in self.unit_views}
+                self.model_provenance = {v: self.model_provenance.get(v, (None, None)) for v in self.unit_views}
+        args.num_units = self.num_units if len(self.unit_views) == 1 else ",".join(map(str, self.view_num_units))
+        args.unit_views = ",".join(self.unit_views)
         self._building_from_checkpoint = from_checkpoint
         try:
             model = super().build_model(args, from_checkpoint)
