@@ -5,6 +5,8 @@
     out_dir/fbank80.zip       # {id}.npy float32 (T, 80), stored members
     out_dir/units.zip         # {id}.npy int16 (T // 2,), one unit per two FBank frames (20 ms)
     out_dir/units.json        # their provenance (feature "synthetic", K), as extract_units writes it
+    out_dir/units_NAME.zip, units_NAME.json   # with unit_sets={NAME: K}: a further unit set each,
+                              # in column units_NAME (another clustering of the same frames)
     out_dir/train.tsv, valid.tsv   # id audio n_frames tgt_text speaker src_text units
     out_dir/dict.txt          # target words (plain whitespace dictionary, no BPE)
     out_dir/src_dict.txt      # source words (for CTC)
@@ -17,12 +19,12 @@ upper-cased source words in reverse order (needs attention, not just copying). S
 arguments, same bytes.
 """
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import yaml
 
-from gsgn_fairseq.data.manifest import S2T_COLUMNS, UNITS_COLUMN, write_tsv
+from gsgn_fairseq.data.manifest import S2T_COLUMNS, UNITS_COLUMN, unit_view_column, write_tsv
 from gsgn_fairseq.data.provenance import write_units_meta
 from gsgn_fairseq.data.zip_store import write_npy_zip, zip_manifest
 
@@ -46,8 +48,11 @@ def make_tiny_multiview_data(
     num_units: int = 20,
     seed: int = 0,
     vocab_words: Optional[Sequence[str]] = None,
+    unit_sets: Optional[Dict[str, int]] = None,
 ) -> Path:
-    """Write the dataset under ``out_dir`` (created if needed) and return it as a Path."""
+    """Write the dataset under ``out_dir`` (created if needed) and return it as a Path.
+    ``unit_sets`` adds further unit sets (name -> K), as ``gsgn-extract-units --name`` writes
+    them; the default files are the same bytes with or without them."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     words = list(vocab_words) if vocab_words is not None else list(DEFAULT_WORDS)
@@ -58,7 +63,7 @@ def make_tiny_multiview_data(
     rng = np.random.default_rng(seed)
     prototypes = 2.0 * rng.standard_normal((len(words), 80)).astype(np.float32)  # (V, 80)
 
-    fbanks, units, rows = [], [], {}
+    fbanks, units, rows, unit_words_of = [], [], {}, {}
     for split, n in (("train", n_train), ("valid", n_valid)):
         rows[split] = []
         for i in range(n):
@@ -74,6 +79,7 @@ def make_tiny_multiview_data(
             ids = (2 * unit_words + rng.integers(2, size=unit_words.shape)) % num_units
             noisy = rng.random(unit_words.shape) < 0.1
             ids[noisy] = rng.integers(num_units, size=int(noisy.sum()))
+            unit_words_of[uid] = unit_words
             fbanks.append((uid, fbank))
             units.append((uid, ids.astype(np.int16)))
             src_text = " ".join(words[w] for w in seq)
@@ -88,10 +94,28 @@ def make_tiny_multiview_data(
                   "n_clusters": num_units}
     write_units_meta(out / "units.zip", provenance)
     audio_refs, unit_refs = zip_manifest(out / "fbank80.zip"), zip_manifest(out / "units.zip")
+    columns = S2T_COLUMNS + [UNITS_COLUMN]
+    for s_index, (name, k) in enumerate(sorted((unit_sets or {}).items())):
+        column = unit_view_column(name)
+        set_rng = np.random.default_rng([seed, 1000 + s_index])  # the default files' draws stay as they were
+        word_ids = set_rng.permutation(max(k, len(words)))[: len(words)] % k  # another clustering: a unit per word
+        items = []
+        for uid, unit_words in unit_words_of.items():
+            ids = word_ids[unit_words].copy()
+            noisy = set_rng.random(ids.shape) < 0.2
+            ids[noisy] = set_rng.integers(k, size=int(noisy.sum()))
+            items.append((uid, ids.astype(np.int16)))
+        write_npy_zip(out / f"{column}.zip", items)
+        write_units_meta(out / f"{column}.zip", dict(provenance, n_clusters=k, unit_set=name))
+        refs = zip_manifest(out / f"{column}.zip")
+        for split_rows in rows.values():
+            for r in split_rows:
+                r[column] = refs[r["id"]]
+        columns.append(column)
     for split, split_rows in rows.items():
         for r in split_rows:
             r["audio"], r[UNITS_COLUMN] = audio_refs[r["id"]], unit_refs[r["id"]]
-        write_tsv(out / f"{split}.tsv", split_rows, S2T_COLUMNS + [UNITS_COLUMN])
+        write_tsv(out / f"{split}.tsv", split_rows, columns)
 
     all_rows = rows["train"] + rows["valid"]
     _write_dict(out / "dict.txt", [r["tgt_text"] for r in all_rows])

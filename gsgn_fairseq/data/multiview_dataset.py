@@ -468,7 +468,6 @@ class SpeechToTextMultiviewDatasetCreator(SpeechToTextDatasetCreator):
         audio_paths = [(root / s[cls.KEY_AUDIO]).as_posix() for s in samples]
         audio_members = check_zip_refs(tsv, samples, cls.KEY_AUDIO, audio_paths)
         check_n_frames(tsv, samples, audio_paths, audio_members)
-        named = len(unit_views) > 1 or unit_views[0] != DEFAULT_UNIT_VIEW
         sets, read_by = [], {}
         for view, column, k in zip(unit_views, columns, ks):
             paths = resolve_units_paths([s[column] for s in samples], data_dir, root)
@@ -478,7 +477,7 @@ class SpeechToTextMultiviewDatasetCreator(SpeechToTextDatasetCreator):
                     raise DataError(f"{tsv}: columns {read_by[file.resolve()]} and {column} both read {file}: every "
                                     "unit set has its own units (gsgn-extract-units --name NAME writes units_NAME.zip)")
                 read_by[file.resolve()] = column
-            provenance = units_provenance(tsv, paths, view if named else None, column)
+            provenance = units_provenance(tsv, paths, view, column)
             sets.append(UnitSet(view, column, paths, members, provenance, k))
         first = sets[0]
         return SpeechToTextMultiviewDataset(

@@ -13,6 +13,11 @@ it loads, records it in the checkpoint's task state when training starts, and re
 whose provenance differs from the model's: units from another k-means model or another SSL
 layer index other clusters, and a model would read them without a word.
 
+A data directory may hold several unit sets (``gsgn-extract-units --name NAME``): the set
+``NAME`` is ``units_NAME.zip`` with its record ``units_NAME.json`` (:func:`units_meta_path`),
+which names the set (``unit_set``, bookkeeping, not compared): a column that reads another
+set's units is refused by the dataset.
+
 A record is bound to its units by ``units_zip`` (the zip's file name) and
 ``units_fingerprint``, the zip's :func:`~gsgn_fairseq.data.zip_store.zip_fingerprint` (its
 members' names and CRC-32s) when it was written (:func:`write_units_meta`). Every read
@@ -37,19 +42,29 @@ PROVENANCE_KEYS = ("feature", "checkpoint_sha1", "layer", "km_model_sha1", "n_cl
 PATH_KEYS = ("checkpoint", "km_model")  # where the files were: bookkeeping, not compared
 FINGERPRINT_KEY = "units_fingerprint"  # ties the record to one units.zip: checked on read
 ZIP_KEY = "units_zip"  # the file name of that zip
+SET_KEY = "unit_set"  # the unit set it belongs to (gsgn-extract-units --name; "units" by default)
+
+
+def units_meta_path(units_zip: Path) -> Path:
+    """The record of a units zip: ``units_NAME.json`` for ``units_NAME.zip``, else ``units.json``
+    in its directory."""
+    units_zip = Path(units_zip)
+    stem = units_zip.stem
+    return units_zip.with_name(f"{stem}.json" if stem.startswith("units_") else UNITS_META)
 
 
 def provenance_of(meta: dict) -> Dict[str, object]:
     """The provenance entries (and file paths) of a ``units.json`` dict."""
-    out = {k: meta.get(k) for k in PROVENANCE_KEYS + PATH_KEYS + (ZIP_KEY, FINGERPRINT_KEY)}
+    out = {k: meta.get(k) for k in PROVENANCE_KEYS + PATH_KEYS + (ZIP_KEY, FINGERPRINT_KEY, SET_KEY)}
     if out["feature"] is None:
         out["feature"] = meta.get("source")
     return out
 
 
 def write_units_meta(units_zip: Path, meta: dict) -> Path:
-    """Write ``meta`` as the ``units.json`` beside ``units_zip``, with the zip's fingerprint."""
-    path = Path(units_zip).with_name(UNITS_META)
+    """Write ``meta`` as the record beside ``units_zip`` (:func:`units_meta_path`), with the
+    zip's fingerprint."""
+    path = units_meta_path(units_zip)
     binding = {ZIP_KEY: Path(units_zip).name, FINGERPRINT_KEY: zip_fingerprint(units_zip)}
     write_json_atomic(path, dict(meta, **binding), indent=1, sort_keys=True)
     return path
@@ -74,7 +89,7 @@ def read_units_provenance(units_zip: Path) -> Optional[Dict[str, object]]:
     """The provenance in the ``units.json`` beside ``units_zip``, or None when there is none
     (or it was written for another zip); its fingerprint is checked against ``units_zip``
     (:func:`check_fingerprint`)."""
-    meta_path = Path(units_zip).with_name(UNITS_META)
+    meta_path = units_meta_path(units_zip)
     if not meta_path.is_file():
         return None
     try:
