@@ -251,14 +251,16 @@ def test_batch_target_equals_the_by_hand_one_on_a_linear_network(reading, coefs)
 
 
 @pytest.mark.parametrize("reading", ["exact", "factorized"])
-def test_utterance_targets_equal_the_by_hand_ones(reading):
+@pytest.mark.parametrize("coefs", [(-0.6, 0.4), (0.4, -0.6), (-0.6, -0.5)])
+def test_utterance_targets_equal_the_by_hand_ones(reading, coefs):
     model = FakeViews(BRANCHES, seed=2).double().train()
-    sample = make_sample((-0.6, 0.4), seed=2)
+    sample = make_sample(coefs, seed=2)
     log = run(make_criterion(gate_target=reading, gate_target_granularity="utterance"), model, sample)
     expected = [by_hand(*hand_gradients(model, sample, torch.tensor([i]))) for i in FUSION_UTTS]
     assert log["gate_target_count"].item() == len(FUSION_UTTS)
     assert log["gate_target_sum"].item() == pytest.approx(sum(expected), rel=1e-6)
-    assert log["gate_conflict_hubert"].item() == 3 and log["gate_conflict_wavlm"].item() == 0
+    for name, coef in zip(NAMES, coefs):
+        assert log[f"gate_conflict_{name}"].item() == (3 if coef < 0 else 0)
     assert sum(expected) > len(expected)  # the conflicting view raised them
 
 
