@@ -398,3 +398,55 @@ def test_one_named_set_alone_and_single_set_naming(data_dir):
     assert "src_units_more" not in batch(task)["net_input"]
     assert encoder_out(model, batch(task))["gsgn_branch"][0].tolist() == [UNIT] * 4
     assert model.encoder.frontend.branch_names == ("fbank", "unit", "fusion")
+
+
+# ---------------------------------------------------------------------- data of two unit sets
+
+
+def _rewrite_column(data_dir, column, fn):
+    from gsgn_fairseq.data.manifest import read_tsv, write_tsv
+
+    for split in ("train", "valid"):
+        path = data_dir / f"{split}.tsv"
+        with open(path, encoding="utf-8") as f:
+            columns = f.readline().rstrip("\n").split("\t")
+        rows = read_tsv(path)
+        for r in rows:
+            fn(r)
+        write_tsv(path, rows, [c for c in columns if c in rows[0]])
+
+
+@pytest.fixture
+def own_data(tmp_path):
+    return make_tiny_multiview_data(tmp_path / "tiny", n_train=8, n_valid=2, num_units=K, unit_sets={"wavlm": K2})
+
+
+def test_a_missing_second_set_names_it(own_data):
+    _rewrite_column(own_data, "units_wavlm", lambda r: r.pop("units_wavlm"))
+    with pytest.raises(Exception, match="no 'units_wavlm' column"):
+        build(own_data, "--fusion", "gsgn")
+    build(own_data, "--fusion", "gsgn", views="units", num_units=str(K))  # the first set alone still loads
+
+
+def test_swapped_sets_are_refused_naming_them(own_data):
+    from gsgn_fairseq.data.mustc import DataError
+
+    rows_before = (own_data / "train.tsv").read_text()
+    _rewrite_column(own_data, "units", lambda r: r.update(units=r["units_wavlm"], units_wavlm=r["units"]))
+    with pytest.raises(DataError, match=r"column units \(unit set units\) reads .*units_wavlm.zip, whose record names "
+                                        r"the unit set wavlm"):
+        build(own_data, "--fusion", "gsgn")
+    (own_data / "train.tsv").write_text(rows_before)
+    _rewrite_column(own_data, "units_wavlm", lambda r: r.update(units_wavlm=r["units"]))
+    with pytest.raises(DataError, match="columns units and units_wavlm both read"):
+        build(own_data, "--fusion", "gsgn")
+
+
+def test_the_k_of_each_set_is_checked(own_data):
+    from gsgn_fairseq.data.mustc import DataError
+
+    with pytest.raises(DataError, match=rf"units of unit set wavlm have K = {K2} clusters but --num-units is {K}; "
+                                        rf"pass --num-units {K},{K2}"):
+        build(own_data, "--fusion", "gsgn", num_units=str(K))
+    with pytest.raises(ValueError, match="3 values for the 2 unit views"):
+        build(own_data, "--fusion", "gsgn", num_units=f"{K},{K2},{K}")

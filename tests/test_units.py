@@ -248,13 +248,40 @@ def test_mfcc_end_to_end(mfcc_run):
     assert read_units_provenance(pair / "units.zip") == {
         "feature": "mfcc", "checkpoint_sha1": None, "layer": None, "n_clusters": K,
         "km_model_sha1": extract_units.sha1_file(km), "checkpoint": None, "km_model": str(km.resolve()),
-        "units_zip": "units.zip", "units_fingerprint": zip_fingerprint(pair / "units.zip")}  # ties it to the zip
+        "units_zip": "units.zip", "units_fingerprint": zip_fingerprint(pair / "units.zip"),  # ties it to the zip
+        "unit_set": "units"}
     # the same units from the assigner directly
     uid = next(iter(units))
     split = "train" if uid.startswith("train") else "dev"
     talk = next(s for segs in load_segments(root, LANG, split).values() for s in segs if s.id == uid)
     feats = MfccFeatures()([cut_segment(read_wav(talk.wav), talk)])[0]
     np.testing.assert_array_equal(KMeansAssigner.from_file(km)(feats).numpy(), units[uid])
+
+
+def test_a_named_unit_set_is_written_beside_the_default_one(mfcc_run, tmp_path):
+    root, km = mfcc_run
+    root = Path(shutil.copytree(root, tmp_path / "root"))
+    pair = root / f"en-{LANG}"
+    before = tree_bytes(root)
+    assert extract_units.main(common(root) + ["--feature", "mfcc", "--km-model", str(km), "--device", "cpu",
+                                              "--name", "second", "--nshard", "2", "--rank", "0"]) is None
+    assert (pair / "units_second_shards").is_dir() and not (pair / "units_shards").exists()
+    out = extract_units.main(common(root) + ["--feature", "mfcc", "--km-model", str(km), "--device", "cpu",
+                                             "--name", "second", "--nshard", "2", "--rank", "1"])
+    assert out == pair / "units_second.zip" and not (pair / "units_second_shards").exists()
+    from gsgn_fairseq.data.provenance import read_units_provenance
+
+    prov = read_units_provenance(pair / "units_second.zip")
+    assert prov["unit_set"] == "second" and prov["units_zip"] == "units_second.zip" and prov["n_clusters"] == K
+    assert read_units_provenance(pair / "units.zip")["unit_set"] == "units"  # the default record is its own
+    assert (pair / "units.zip").read_bytes() == before["units.zip"]
+    for split in TALKS:
+        rows = read_tsv(pair / f"{split}_st.tsv")
+        assert list(rows[0])[-2:] == ["units", "units_second"]
+        for row in rows:  # the same k-means model: the same units, in their own zip
+            np.testing.assert_array_equal(read_npy_ref(pair, row["units_second"]), read_npy_ref(pair, row["units"]))
+    with pytest.raises(ValueError, match="--name"):
+        extract_units.main(common(root) + ["--feature", "mfcc", "--km-model", str(km), "--name", "a/b"])
 
 
 def test_sharded_run_merges_to_the_same_bytes(mfcc_run, fresh):

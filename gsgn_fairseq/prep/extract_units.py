@@ -26,6 +26,12 @@ merge single) into units.zip, in the fixed order (split, TSV row): the same byte
 K. Units of splits not in this run whose TSV already has a ``units`` column are carried over
 into the new units.zip, so earlier runs stay valid.
 
+Several unit sets in one data directory (e.g. HuBERT and WavLM units, for ``--unit-views``):
+``--name NAME`` writes the set NAME beside the default one, as ``units_NAME.zip``, the TSV
+column ``units_NAME`` and the record ``units_NAME.json`` (shards in ``units_NAME_shards/``);
+the default name ``units`` keeps the files above. Every record names its set (``unit_set``),
+so a column that reads another set's units is refused when the data is loaded.
+
 Before units.zip and the TSVs are written, every unit count must be within 2 of n_frames / 2
 (n_frames counts 10 ms fbank frames); otherwise the run stops and names the utterances.
 """
@@ -44,9 +50,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from ..data.manifest import UNITS_COLUMN, read_tsv, write_tsv
+from ..data.manifest import DEFAULT_UNIT_VIEW, check_unit_view_name, read_tsv, unit_view_column, write_tsv
 from ..data.mustc import SAMPLE_RATE, SPLITS, DataError, pair_dir
-from ..data.provenance import PATH_KEYS, UNITS_META, describe, first_difference, provenance_of, write_units_meta
+from ..data.provenance import PATH_KEYS, describe, first_difference, provenance_of, units_meta_path, write_units_meta
 from ..fileio import sha1_file, write_json_atomic
 from .ssl_features import checkpoint_sha1
 from .units import (
@@ -60,6 +66,13 @@ logger = logging.getLogger("extract_units")
 
 UNITS_ZIP = "units.zip"
 SHARD_DIR = "units_shards"
+
+
+def set_files(name: str = DEFAULT_UNIT_VIEW) -> Tuple[str, str, str]:
+    """(TSV column, zip name, shard directory) of the unit set ``name``: ``units``,
+    ``units.zip``, ``units_shards`` for the default set, ``units_NAME``... otherwise."""
+    column = unit_view_column(check_unit_view_name(name, "--name"))
+    return column, f"{column}.zip", f"{column}_shards"
 MAX_UNITS = np.iinfo(np.int16).max + 1  # K must fit int16
 
 
@@ -122,8 +135,8 @@ def read_npy_zip(path: Path) -> Dict[str, np.ndarray]:
 # ---------------------------------------------------------------- shards
 
 
-def shard_paths(pair: Path, split: str, rank: int, nshard: int) -> Tuple[Path, Path]:
-    stem = pair / SHARD_DIR / f"{split}.{rank}of{nshard}"
+def shard_paths(pair: Path, split: str, rank: int, nshard: int, name: str = DEFAULT_UNIT_VIEW) -> Tuple[Path, Path]:
+    stem = pair / set_files(name)[2] / f"{split}.{rank}of{nshard}"
     return stem.with_name(stem.name + ".zip"), stem.with_name(stem.name + ".json")
 
 
@@ -137,7 +150,8 @@ def _identity(meta: dict) -> dict:
 
 
 def shard_done(pair: Path, smeta: dict) -> bool:
-    zip_path, json_path = shard_paths(pair, smeta["split"], smeta["rank"], smeta["nshard"])
+    zip_path, json_path = shard_paths(pair, smeta["split"], smeta["rank"], smeta["nshard"],
+                                      smeta.get("unit_set", DEFAULT_UNIT_VIEW))
     if not (zip_path.is_file() and json_path.is_file()):
         return False
     if _identity(json.loads(json_path.read_text(encoding="utf-8"))) == _identity(smeta):
@@ -147,7 +161,8 @@ def shard_done(pair: Path, smeta: dict) -> bool:
 
 
 def write_shard(pair: Path, smeta: dict, units: Dict[str, np.ndarray], ids: Sequence[str]) -> None:
-    zip_path, json_path = shard_paths(pair, smeta["split"], smeta["rank"], smeta["nshard"])
+    zip_path, json_path = shard_paths(pair, smeta["split"], smeta["rank"], smeta["nshard"],
+                                      smeta.get("unit_set", DEFAULT_UNIT_VIEW))
     zip_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.unlink(missing_ok=True)  # the .json marks a complete shard: written last
     write_npy_zip(zip_path, ((uid, units[uid]) for uid in ids))
@@ -251,14 +266,16 @@ def _compatible(old: dict, new: dict) -> bool:
 
 
 def merge(data_root: Path, tgt_lang: str, tables: Dict[str, Table], nshard: int, explicit: bool = False,
-          expected_meta: Optional[dict] = None) -> Optional[Path]:
-    """Merge the shards of ``tables``' splits into units.zip and update the TSVs.
+          expected_meta: Optional[dict] = None, name: str = DEFAULT_UNIT_VIEW) -> Optional[Path]:
+    """Merge the shards of ``tables``' splits into units.zip (``units_NAME.zip`` for the set
+    ``name``) and update the TSVs.
 
     Returns the units.zip path, or None when shards are missing (an error when ``explicit``).
     The merge runs under a lock file; without ``explicit`` a busy lock is waited for.
     """
     pair = pair_dir(data_root, tgt_lang)
-    lock = pair / f"{UNITS_ZIP}.lock"
+    column, zip_name, shard_dir = set_files(name)
+    lock = pair / f"{zip_name}.lock"
     waited = 0
     while not try_lock(lock):  # another rank is checking or merging: wait, then look again
         if explicit:
@@ -268,8 +285,8 @@ def merge(data_root: Path, tgt_lang: str, tables: Dict[str, Table], nshard: int,
         time.sleep(1)
         waited += 1
     try:
-        missing = [str(shard_paths(pair, s, r, nshard)[1]) for s in tables for r in range(nshard)
-                   if not shard_paths(pair, s, r, nshard)[1].is_file()]
+        missing = [str(shard_paths(pair, s, r, nshard, name)[1]) for s in tables for r in range(nshard)
+                   if not shard_paths(pair, s, r, nshard, name)[1].is_file()]
         if missing:
             if explicit:
                 raise FileNotFoundError(f"cannot merge, shards missing: {', '.join(missing[:10])}")
@@ -279,7 +296,7 @@ def merge(data_root: Path, tgt_lang: str, tables: Dict[str, Table], nshard: int,
         for split, table in tables.items():
             units[split] = {}
             for rank in range(nshard):
-                zip_path, json_path = shard_paths(pair, split, rank, nshard)
+                zip_path, json_path = shard_paths(pair, split, rank, nshard, name)
                 smeta = json.loads(json_path.read_text(encoding="utf-8"))
                 run_meta = {k: v for k, v in smeta.items() if k not in ("split", "rank", "nshard", "ids_sha1")}
                 meta = meta or run_meta
@@ -288,13 +305,13 @@ def merge(data_root: Path, tgt_lang: str, tables: Dict[str, Table], nshard: int,
                     raise DataError(f"{json_path}: made from other inputs than the other shards or the "
                                     f"current {table.path}; rerun rank {rank}")
                 units[split].update(read_npy_zip(zip_path))
-        zip_path = pair / UNITS_ZIP
-        carried = carry_over(pair, tables, meta)
+        zip_path = pair / zip_name
+        carried = carry_over(pair, tables, meta, name)
         all_tables = {**tables, **{s: t for s, (t, _) in carried.items()}}
         units.update({s: u for s, (_, u) in carried.items()})
         n_ids = sum(len(t.ids) for t in all_tables.values())
         if len({uid for t in all_tables.values() for uid in t.ids}) != n_ids:
-            raise DataError(f"{pair}: an utterance id appears in two splits' TSVs; {UNITS_ZIP} needs unique ids")
+            raise DataError(f"{pair}: an utterance id appears in two splits' TSVs; {zip_name} needs unique ids")
         for split, table in all_tables.items():
             check_unit_lengths(units[split], table.n_frames, str(table.path))
             top = max((int(u.max()) for u in units[split].values() if len(u)), default=0)
@@ -307,16 +324,16 @@ def merge(data_root: Path, tgt_lang: str, tables: Dict[str, Table], nshard: int,
         for split in order:
             table = all_tables[split]
             for row in table.rows:
-                row[UNITS_COLUMN] = refs[row["id"]]
-            columns = table.columns + ([UNITS_COLUMN] if UNITS_COLUMN not in table.columns else [])
+                row[column] = refs[row["id"]]
+            columns = table.columns + ([column] if column not in table.columns else [])
             write_tsv(table.path, table.rows, columns)
         write_units_meta(zip_path, dict(meta, splits={s: len(all_tables[s].ids) for s in order}))
         for split in tables:
-            for p in (pair / SHARD_DIR).glob(f"{split}.*of*.*"):
+            for p in (pair / shard_dir).glob(f"{split}.*of*.*"):
                 p.unlink()
-        if (pair / SHARD_DIR).is_dir() and not any((pair / SHARD_DIR).iterdir()):
-            (pair / SHARD_DIR).rmdir()
-        logger.info("wrote %s (%s) and the units column of %s", zip_path,
+        if (pair / shard_dir).is_dir() and not any((pair / shard_dir).iterdir()):
+            (pair / shard_dir).rmdir()
+        logger.info(f"wrote %s (%s) and the {column} column of %s", zip_path,
                     ", ".join(f"{s}: {len(all_tables[s].ids)}" for s in order),
                     ", ".join(all_tables[s].path.name for s in order))
         return zip_path
@@ -324,21 +341,23 @@ def merge(data_root: Path, tgt_lang: str, tables: Dict[str, Table], nshard: int,
         lock.unlink(missing_ok=True)
 
 
-def carry_over(pair: Path, tables: Dict[str, Table], meta: dict) -> Dict[str, Tuple[Table, Dict[str, np.ndarray]]]:
-    """Units already in units.zip for splits outside this run (their TSV has a units column)."""
+def carry_over(pair: Path, tables: Dict[str, Table], meta: dict,
+               name: str = DEFAULT_UNIT_VIEW) -> Dict[str, Tuple[Table, Dict[str, np.ndarray]]]:
+    """Units already in the set's zip for splits outside this run (their TSV has its column)."""
     out = {}
+    column, zip_name, _ = set_files(name)
     others = [s for s in SPLITS if s not in tables and (pair / f"{s}_st.tsv").is_file()]
     for split in others:
         table = Table(pair / f"{split}_st.tsv")
-        if UNITS_COLUMN not in table.columns:
+        if column not in table.columns:
             continue
-        old_meta_path = pair / UNITS_META
+        old_meta_path = units_meta_path(pair / zip_name)
         old = json.loads(old_meta_path.read_text(encoding="utf-8")) if old_meta_path.is_file() else {}
         if not _compatible(old, meta):
             raise DataError(f"{table.path}: its units were made differently ({old_meta_path}: "
                             f"{describe(provenance_of(old)) if old else 'missing'}; this run: {describe(provenance_of(meta))}); "
                             f"add {split} to --splits to recompute them")
-        out[split] = (table, {r["id"]: read_npy_ref(pair, r[UNITS_COLUMN]) for r in table.rows})
+        out[split] = (table, {r["id"]: read_npy_ref(pair, r[column]) for r in table.rows})
         logger.info("keeping the units of %s (%d utterances)", split, len(table.rows))
     return out
 
@@ -350,12 +369,15 @@ def extract_units(data_root: Path, tgt_lang: str, feature: Optional[str] = None,
                   checkpoint: Optional[Path] = None, layer: int = 9, splits: Optional[Sequence[str]] = None,
                   nshard: int = 1, rank: int = 0, batch_seconds: float = 100.0, device: str = "cpu",
                   dtype: Optional[str] = None, max_chunk: int = MAX_CHUNK, from_km: Optional[Path] = None,
-                  n_clusters: Optional[int] = None, merge_only: bool = False, num_workers: int = 2) -> Optional[Path]:
-    """Compute (or import) units and merge them; returns units.zip when it was written."""
+                  n_clusters: Optional[int] = None, merge_only: bool = False, num_workers: int = 2,
+                  name: str = DEFAULT_UNIT_VIEW) -> Optional[Path]:
+    """Compute (or import) units and merge them; returns units.zip (``units_NAME.zip`` for the
+    set ``name``) when it was written."""
     pair = pair_dir(data_root, tgt_lang)
+    set_files(name)  # the name is checked before any work
     tables = load_tables(pair, splits)
     if merge_only:
-        return merge(data_root, tgt_lang, tables, nshard, explicit=True)
+        return merge(data_root, tgt_lang, tables, nshard, explicit=True, name=name)
 
     km_sha1 = sha1_file(km_model) if km_model else None
     if from_km is not None:
@@ -368,11 +390,11 @@ def extract_units(data_root: Path, tgt_lang: str, feature: Optional[str] = None,
                 "checkpoint_sha1": checkpoint_sha1(checkpoint) if checkpoint else None,
                 "layer": layer if checkpoint else None,
                 "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
-                "km_model": str(Path(km_model).resolve()) if km_model else None}
+                "km_model": str(Path(km_model).resolve()) if km_model else None, "unit_set": name}
         for split, table in tables.items():
             units = read_km_labels(from_km, split, table, n_clusters)
             write_shard(pair, shard_meta(meta, split, 0, 1, table.ids), units, table.ids)
-        return merge(data_root, tgt_lang, tables, 1, explicit=True, expected_meta=meta)
+        return merge(data_root, tgt_lang, tables, 1, explicit=True, expected_meta=meta, name=name)
 
     if feature is None or km_model is None:
         raise ValueError("--feature and --km-model are needed (or --from-km / --merge)")
@@ -383,7 +405,8 @@ def extract_units(data_root: Path, tgt_lang: str, feature: Optional[str] = None,
     assigner.check_dim(features.dim, feature)
     # how the units were made (gsgn_fairseq.data.provenance): training checks it against the model's
     meta = dict(features.provenance, n_clusters=assigner.n_clusters, km_model_sha1=km_sha1,
-                checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None, km_model=str(Path(km_model).resolve()))
+                checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None, km_model=str(Path(km_model).resolve()),
+                unit_set=name)
     for split, table in tables.items():
         start, end = shard_range(len(table.ids), nshard, rank)
         ids = table.ids[start:end]
@@ -394,7 +417,7 @@ def extract_units(data_root: Path, tgt_lang: str, feature: Optional[str] = None,
         units = compute_units(data_root, tgt_lang, split, ids, features, assigner, batch_seconds, table.path,
                               num_workers)
         write_shard(pair, smeta, units, ids)
-    return merge(data_root, tgt_lang, tables, nshard, expected_meta=meta)
+    return merge(data_root, tgt_lang, tables, nshard, expected_meta=meta, name=name)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -426,6 +449,9 @@ def get_parser() -> argparse.ArgumentParser:
         "the segment's 16 kHz audio at 50 Hz. Needs --km-model or --n-clusters.",
     )
     p.add_argument("--n-clusters", type=int, help="K, for --from-km without --km-model")
+    p.add_argument("--name", default=DEFAULT_UNIT_VIEW,
+                   help="the unit set to write: 'units' (default: units.zip, column units, units.json) or NAME for "
+                        "units_NAME.zip, column units_NAME and units_NAME.json beside it (--unit-views NAME reads it)")
     p.add_argument("--num-workers", type=int, default=2,
                    help="processes that read and cut the audio ahead of the feature model (0: in this process)")
     return p
@@ -440,7 +466,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[Path]:
         a.device = "cuda" if torch.cuda.is_available() else "cpu"
     return extract_units(a.data_root, a.tgt_lang, a.feature, a.km_model, a.checkpoint, a.layer, a.splits,
                          a.nshard, a.rank, a.batch_seconds, a.device, a.dtype, a.max_chunk, a.from_km,
-                         a.n_clusters, a.merge, a.num_workers)
+                         a.n_clusters, a.merge, a.num_workers, a.name)
 
 cli = console_entry(main)  # gsgn-* console script
 
