@@ -132,6 +132,27 @@ def test_average_refuses_checkpoints_trained_on_other_units(tmp_path):
         average_checkpoints.average_best(tmp_path, 2, tmp_path / "avg.pt")
 
 
+def test_average_refuses_mixed_unit_views(tmp_path):
+    _ckpt(tmp_path / "checkpoint1.pt", [1.0], 1.0, 1, 10, model_cfg={"_name": "toy", "unit_views": "units,wavlm"})
+    _ckpt(tmp_path / "checkpoint2.pt", [2.0], 2.0, 2, 20, model_cfg={"_name": "toy"})  # one view (units)
+    with pytest.raises(ValueError, match=r"checkpoint2\.pt: not the same model as .*checkpoint1\.pt: it reads the "
+                                         r"unit views units \(--unit-views\), .* reads units,wavlm"):
+        average_checkpoints.average_best(tmp_path, 2, tmp_path / "avg.pt")
+    # an older checkpoint without the option reads the one default view
+    _ckpt(tmp_path / "checkpoint1.pt", [1.0], 1.0, 1, 10, model_cfg={"_name": "toy", "unit_views": "units"})
+    average_checkpoints.average_best(tmp_path, 2, tmp_path / "avg.pt")
+    # the provenance of every unit set must agree
+    prov = {"feature": "mfcc", "km_model_sha1": "a" * 40, "n_clusters": 100}
+    for i, sha in ((1, "b"), (2, "c")):
+        _ckpt(tmp_path / f"checkpoint{i}.pt", [float(i)], float(i), i, 10 * i,
+              model_cfg={"_name": "toy", "unit_views": "units,wavlm"}, provenance=prov)
+        state = torch.load(tmp_path / f"checkpoint{i}.pt", weights_only=False)
+        state["task_state"]["unit_sets_provenance"] = {"units": prov, "wavlm": dict(prov, km_model_sha1=sha * 40)}
+        torch.save(state, tmp_path / f"checkpoint{i}.pt")
+    with pytest.raises(ValueError, match=r"task_state\.unit_sets_provenance\.wavlm\.km_model_sha1 is 'ccc"):
+        average_checkpoints.average_best(tmp_path, 2, tmp_path / "avg.pt")
+
+
 def test_average_refuses_mismatched_shapes(tmp_path):
     _ckpt(tmp_path / "checkpoint1.pt", [1.0, 2.0], 1.0, 1, 10)
     _ckpt(tmp_path / "checkpoint2.pt", [1.0, 2.0, 3.0], 2.0, 2, 20)

@@ -179,15 +179,30 @@ def model_identity(state: dict) -> Dict[str, object]:
     out = {f"model.{k}": v for k, v in model.items()}
     out.update({f"task.{k}": v for k, v in _as_dict(cfg.get("task")).items()
                 if k not in bookkeeping and k not in model})
-    prov = (state.get("task_state") or {}).get("units_provenance")
+    for section in ("model", "task"):  # the unit sets: "units" unless the run named others
+        if f"{section}.unit_views" in out or section == "model":
+            out[f"{section}.unit_views"] = out.get(f"{section}.unit_views") or "units"
+    task_state = state.get("task_state") or {}
+    prov = task_state.get("units_provenance")
     if prov is None:
         out["task_state.units_provenance"] = None
     else:  # one entry per key, so that the first difference (e.g. units_fingerprint) is named
         out.update({f"task_state.units_provenance.{k}": v for k, v in prov.items()})
+    for name, set_prov in (task_state.get("unit_sets_provenance") or {}).items():  # every unit set's
+        out.update({f"task_state.unit_sets_provenance.{name}.{k}": v for k, v in (set_prov or {}).items()})
     return out
 
 
+def unit_views_of(state: dict) -> str:
+    cfg = state.get("cfg") or {"model": state.get("args")}
+    return getattr(_as_dict(cfg.get("model")).get("unit_views"), "strip", lambda: None)() or "units"
+
+
 def check_same_model(first: dict, first_path: str, state: dict, path: str) -> None:
+    if unit_views_of(first) != unit_views_of(state):
+        raise ValueError(f"{path}: not the same model as {first_path}: it reads the unit views "
+                         f"{unit_views_of(state)} (--unit-views), {first_path} reads {unit_views_of(first)}; "
+                         "checkpoints of models over different views cannot be averaged")
     a, b = model_identity(first), model_identity(state)
     for key in sorted(set(a) | set(b)):
         if a.get(key, "<unset>") != b.get(key, "<unset>"):

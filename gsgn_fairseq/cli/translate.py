@@ -17,6 +17,10 @@ paper's), and detokenized as ``fairseq-generate`` prints its ``D-`` lines. The u
 of a file is its name without the extension, so ``--inference-branch sample`` draws the
 branch a TSV row of that id would get.
 
+A model of several unit sets (``--unit-views``) gets every set's units made from that set's
+recorded provenance; ``--ssl-checkpoint NAME=PATH`` and ``--km-model NAME=PATH`` point one set
+elsewhere (a bare path applies to every set).
+
 Output: one line per file, ``path<TAB>translation``, in the order given; ``--json`` prints
 one JSON object with the translations and the time spent reading audio, computing the
 views and decoding.
@@ -108,22 +112,48 @@ class UnitMaker:
         return [self.assigner(f).cpu().numpy().astype(np.int16) for f in feats]
 
 
-def write_split(out_dir: Path, ids: Sequence[str], fbanks: Sequence[np.ndarray], units: Sequence[np.ndarray],
-                provenance: dict) -> Path:
-    """The views as a speech_to_text split the task's dataset reads (absolute zip paths)."""
-    from ..data.manifest import S2T_COLUMNS, UNITS_COLUMN, write_tsv
+def write_split(out_dir: Path, ids: Sequence[str], fbanks: Sequence[np.ndarray], units, provenance) -> Path:
+    """The views as a speech_to_text split the task's dataset reads (absolute zip paths).
+    ``units`` and ``provenance``: one unit set's, or dicts of them by set name (several sets)."""
+    from ..data.manifest import DEFAULT_UNIT_VIEW, S2T_COLUMNS, unit_view_column, write_tsv
     from ..data.provenance import write_units_meta
     from ..data.zip_store import write_npy_zip, zip_manifest
 
-    fbank_zip, units_zip = out_dir / "fbank80.zip", out_dir / "units.zip"
+    if not isinstance(units, dict):
+        units, provenance = {DEFAULT_UNIT_VIEW: units}, {DEFAULT_UNIT_VIEW: provenance}
+    fbank_zip = out_dir / "fbank80.zip"
     write_npy_zip(fbank_zip, zip(ids, fbanks))
-    write_npy_zip(units_zip, zip(ids, units))
-    write_units_meta(units_zip, provenance)  # the model's provenance, this zip's fingerprint
-    fb, un = zip_manifest(fbank_zip, str(fbank_zip.resolve())), zip_manifest(units_zip, str(units_zip.resolve()))
-    rows = [{"id": uid, "audio": fb[uid], "n_frames": len(f), "tgt_text": "", "speaker": "", "src_text": "",
-             UNITS_COLUMN: un[uid]} for uid, f in zip(ids, fbanks)]
-    write_tsv(out_dir / f"{SPLIT}.tsv", rows, S2T_COLUMNS + [UNITS_COLUMN])
+    fb = zip_manifest(fbank_zip, str(fbank_zip.resolve()))
+    rows = [{"id": uid, "audio": fb[uid], "n_frames": len(f), "tgt_text": "", "speaker": "", "src_text": ""}
+            for uid, f in zip(ids, fbanks)]
+    columns = list(S2T_COLUMNS)
+    for name, set_units in units.items():
+        column = unit_view_column(name)
+        units_zip = out_dir / f"{column}.zip"
+        write_npy_zip(units_zip, zip(ids, set_units))
+        write_units_meta(units_zip, provenance[name])  # the model's provenance, this zip's fingerprint
+        un = zip_manifest(units_zip, str(units_zip.resolve()))
+        for row in rows:
+            row[column] = un[row["id"]]
+        columns.append(column)
+    write_tsv(out_dir / f"{SPLIT}.tsv", rows, columns)
     return out_dir
+
+
+def per_set(value, names: Sequence[str], flag: str) -> Dict[str, Optional[str]]:
+    """``--ssl-checkpoint``/``--km-model`` values by unit set: ``NAME=PATH`` entries, or one bare
+    path for every set."""
+    values = [value] if isinstance(value, str) else list(value or [])
+    out: Dict[str, Optional[str]] = {n: None for n in names}
+    for v in values:
+        name, sep, path = v.partition("=")
+        if sep and name in out:
+            out[name] = path
+        elif sep and not Path(v).exists():
+            raise ValueError(f"{flag} {v}: the model has no unit set {name!r} (its sets: {', '.join(names)})")
+        else:
+            out = {n: (out[n] or v) for n in names}
+    return out
 
 
 def load_model(path: str, data: Optional[str], overrides: dict, device: str):
@@ -193,33 +223,40 @@ def translate(files: Sequence[Path], checkpoint: str, data: Optional[str] = None
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.perf_counter()
     models, _, task = load_model(checkpoint, data, overrides or {}, device)
-    prov, _ = task.model_units_provenance
-    if prov is None:
-        raise DataError(f"{checkpoint}: the checkpoint records no units provenance, so the unit view cannot be "
-                        "made as in training (retrain with this version, or translate prepared data with fairseq-generate)")
-    units_of = UnitMaker(prov, device, ssl_checkpoint, km_model)
+    names = list(task.unit_views)
+    ssl_of, km_of = per_set(ssl_checkpoint, names, "--ssl-checkpoint"), per_set(km_model, names, "--km-model")
+    makers = {}
+    for name in names:  # every unit set made as the model's was
+        prov, _ = task.model_provenance[name]
+        if prov is None:
+            raise DataError(f"{checkpoint}: the checkpoint records no units provenance{task._set_name(name)}, so the "
+                            "unit view cannot be made as in training (retrain with this version, or translate "
+                            "prepared data with fairseq-generate)")
+        makers[name] = UnitMaker(prov, device, ssl_of[name], km_of[name])
     t_load = time.perf_counter()
     wavs = [read_wav(f) for f in files]
     t_read = time.perf_counter()
     ids = [f.stem for f in files]
     fbanks = [extract_fbank(w) for w in wavs]
-    units = units_of(wavs)
+    units = {name: maker(wavs) for name, maker in makers.items()}
     for f, fb in zip(files, fbanks):
         if len(fb) == 0:
             raise DataError(f"{f}: shorter than one 25 ms frame; nothing to translate")
     t_views = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gsgn-translate-") as tmp:
-        write_split(Path(tmp), ids, fbanks, units, units_of.provenance)
+        write_split(Path(tmp), ids, fbanks, units, {n: m.provenance for n, m in makers.items()})
         dataset = SpeechToTextMultiviewDatasetCreator.from_tsv_multiview(
             root=tmp, cfg=task.data_cfg, splits=SPLIT, tgt_dict=task.tgt_dict,
             pre_tokenizer=task.build_tokenizer(task.args), bpe_tokenizer=task.build_bpe(task.args),
-            is_train_split=False, epoch=1, seed=task.args.seed, num_units=task.num_units,
-            alignment=task.alignment, src_dict=task.src_dict,
+            is_train_split=False, epoch=1, seed=task.args.seed, num_units=task.view_num_units,
+            unit_views=task.unit_views, alignment=task.alignment, src_dict=task.src_dict,
             src_pre_tokenizer=task._build_src_encoder("src_pre_tokenizer", encoders.build_tokenizer),
             src_bpe_tokenizer=task._build_src_encoder("src_bpe_tokenizer", encoders.build_bpe),
             speaker_to_id=task.speaker_to_id,
         )
-        task._note_data_provenance(dataset.units_provenance, "the units made for the audio")
+        sets = [(names[0], dataset.units_provenance)] + [(u.name, u.provenance) for u in dataset.more_unit_sets]
+        for name, prov in sets:
+            task._note_data_provenance(name, prov, "the units made for the audio")
         generator = build_generator(task, models, beam, lenpen, max_len_a, max_len_b)
         decode = decode_fn(task, generator)
         itr = task.get_batch_iterator(
@@ -257,8 +294,12 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-len-b", type=int, default=200)
     p.add_argument("--max-tokens", type=int, default=50000, help="FBank frames per batch")
     p.add_argument("--batch-size", type=int, help="files per batch (default: as many as --max-tokens allows)")
-    p.add_argument("--ssl-checkpoint", help="the SSL model the units were made with (default: the recorded path)")
-    p.add_argument("--km-model", help="the k-means model the units were made with (default: the recorded path)")
+    p.add_argument("--ssl-checkpoint", action="append",
+                   help="the SSL model the units were made with (default: the recorded path); NAME=PATH for the "
+                        "unit set NAME of a model of several (repeat the flag)")
+    p.add_argument("--km-model", action="append",
+                   help="the k-means model the units were made with (default: the recorded path); NAME=PATH for "
+                        "the unit set NAME (repeat the flag)")
     p.add_argument("--model-overrides", default="{}",
                    help="JSON dict of model options, e.g. '{\"inference_branch\": \"sample\"}'")
     p.add_argument("--device", help="cpu or cuda[:N] (default: cuda when available)")

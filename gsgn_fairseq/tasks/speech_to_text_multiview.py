@@ -341,7 +341,9 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
         prov = state_dict.pop("units_provenance", None)
         per_view = state_dict.pop("unit_sets_provenance", None) or {self.unit_views[0]: prov}
         super().load_state_dict(state_dict)
-        for view in self.unit_views:
+        # fairseq-generate/-validate set the task up from the command line and adopt the
+        # checkpoint's unit sets in build_model, after this: every recorded set is kept
+        for view in list(self.unit_views) + [v for v in per_view if v not in self.unit_views]:
             prov = per_view.get(view)
             if prov is None:
                 if self.require_provenance:
@@ -353,7 +355,7 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
                                "the model's")
                 continue
             self.model_provenance[view] = (dict(prov), "the model's checkpoint")
-            logger.info(f"units of the model{self._set_name(view)}: {describe(prov)}")
+            logger.info(f"units of the model{self._set_name(view) if len(per_view) > 1 else ''}: {describe(prov)}")
         self._check_units_provenance()
 
     def build_model(self, args, from_checkpoint=False):
