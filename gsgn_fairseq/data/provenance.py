@@ -55,7 +55,9 @@ def units_meta_path(units_zip: Path) -> Path:
 
 def provenance_of(meta: dict) -> Dict[str, object]:
     """The provenance entries (and file paths) of a ``units.json`` dict."""
-    out = {k: meta.get(k) for k in PROVENANCE_KEYS + PATH_KEYS + (ZIP_KEY, FINGERPRINT_KEY, SET_KEY)}
+    out = {k: meta.get(k) for k in PROVENANCE_KEYS + PATH_KEYS + (ZIP_KEY, FINGERPRINT_KEY)}
+    if meta.get(SET_KEY) is not None:  # records written before unit sets had names have none
+        out[SET_KEY] = meta[SET_KEY]
     if out["feature"] is None:
         out["feature"] = meta.get("source")
     return out
