@@ -100,6 +100,44 @@ def check_scoring(data, run, split, suffix=""):
     assert scored["fairseq_agrees"] is True
 
 
+def test_recipe_with_two_unit_sets_then_translate(tmp_path):
+    """--units as a list: two unit sets (their own K), every stage once with one epoch, and
+    gsgn-translate making both sets' units from the recorded provenance."""
+    make_tiny_mustc(tmp_path / "data", n_talks=3, segs_per_talk=4)
+    p = _recipe(tmp_path, "--units", "mfcc,second=mfcc", "--n-clusters", "8,6", "--variants", "gsgn_drop,unit",
+                "--max-epoch", "1", "--n-avg", "1", "--inference-branch", "unit:second")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    exp, pair = tmp_path / "exp", tmp_path / "data" / "en-de"
+    assert {"units", "units.second"} <= {f.name for f in (exp / ".done").iterdir()}
+    assert (pair / "units.zip").is_file() and (pair / "units_second.zip").is_file()
+    assert json.loads((pair / "units_second.json").read_text())["n_clusters"] == 6
+    import torch
+
+    state = torch.load(exp / "gsgn_drop" / "checkpoint_avg1.pt", weights_only=False)
+    assert state["cfg"]["model"].unit_views == "units,second" and state["cfg"]["model"].num_units == "8,6"
+    unit_only = torch.load(exp / "unit" / "checkpoint_avg1.pt", weights_only=False)
+    assert unit_only["cfg"]["model"].unit_views == "units"  # S-feature-only reads the first set
+    assert "inference branch unit:second" in p.stdout and (exp / "gsgn_drop" / "bleu-tst-COMMON.json").is_file()
+    # gsgn-translate: both sets' units made from the model's records
+    from gsgn_fairseq.data.mustc import cut_segment, load_segments, read_wav
+    import soundfile as sf
+
+    seg = next(iter(load_segments(tmp_path / "data", "de", "tst-COMMON").values()))[0]
+    wav = tmp_path / f"{seg.id}.wav"
+    sf.write(wav, cut_segment(read_wav(seg.wav), seg), 16000, subtype="FLOAT")
+    proc = subprocess.run([str(Path(sys.executable).parent / "gsgn-translate"), "--path",
+                           str(exp / "gsgn_drop" / "checkpoint_avg1.pt"), "--json", "--device", "cpu", "--beam", "2",
+                           "--model-overrides", '{"inference_branch": "unit:second"}', str(wav)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    gen = (exp / "gsgn_drop" / "generate-tst-COMMON.txt").read_text(encoding="utf-8")
+    rows = [r["id"] for r in csv.DictReader(open(pair / "tst-COMMON_st.tsv", encoding="utf-8"), delimiter="\t",
+                                            quoting=csv.QUOTE_NONE)]
+    hyp = dict(re.findall(r"^D-(\d+)\t[^\t]*\t(.*)$", gen, flags=re.M))[str(rows.index(seg.id))]
+    assert out["translations"][0]["translation"] == hyp  # the same as fairseq-generate with both sets
+
+
 def test_recipe_refuses_an_unknown_units_back_end(tmp_path):
     p = _recipe(tmp_path, "--units", "wavlm")  # not a registered name: refused before any stage
     assert p.returncode != 0

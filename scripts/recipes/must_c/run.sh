@@ -10,7 +10,13 @@
 #   1 units    $DATA_ROOT/en-$TGT/units.zip and a `units` column in every TSV
 #              (--units ssl (or hubert): --ssl-checkpoint + --km-model, e.g. hubert_base_ls960.pt and
 #               hubert_base_ls960_L9_km500.bin; --units mfcc: k-means learned here, $EXP/km_mfcc.bin;
-#               --units hubert-toy: a small HuBERT pretrained here first, $EXP/hubert_toy/hubert.pt)
+#               --units hubert-toy: a small HuBERT pretrained here first, $EXP/hubert_toy/hubert.pt;
+#               --units ssl:PATH:LAYER: that SSL checkpoint's layer, k-means learned here)
+#              Several S-feature views: --units SPEC,SPEC,... (e.g. hubert-toy,mfcc or
+#               ssl:hubert.pt:9,ssl:wavlm_dir:6; NAME=SPEC names a set): the first is the default set
+#               (units.zip, column units), each further one its own set, units_NAME.zip and column
+#               units_NAME (gsgn-extract-units --name); --n-clusters K or K1,K2,...; the models then
+#               read them all (--unit-views units,NAME,...), the unit and noise variants the first only.
 #   2 train    $EXP/{variant}/checkpoint*.pt, train.log (fairseq JSON log), tensorboard/
 #   3 average  $EXP/{variant}/checkpoint_avg$N_AVG.pt (+ .json with the averaged epochs)
 #   4 decode   $EXP/{variant}/generate-{split}.txt, bleu-{split}.json (sacreBLEU and chrF + signatures,
@@ -47,12 +53,13 @@ exp=""
 vocab_size=8000
 jobs=$(nproc)
 units=mfcc               # a registered feature back-end (mfcc | ssl, alias hubert) | hubert-toy (pretrain a small HuBERT here)
+                         # | ssl:PATH:LAYER; a comma list for several S-feature views ([NAME=]SPEC each)
 ssl_checkpoint=""        # --units ssl: a fairseq HuBERT/wav2vec 2.0 .pt or a Hugging Face model directory
 hubert_checkpoint=""     # the same (older name)
 km_model=""
 layer=9
 hubert_toy_layer=1       # layer of the 4-layer toy HuBERT whose features are clustered (best in unit_quality.py)
-n_clusters=500
+n_clusters=500           # K, or K1,K2,... one per --units entry
 km_percent=0.1
 variants=fbank,unit,gsgn,gsgn_drop
 arch=s2t_gsgn
@@ -75,7 +82,7 @@ beam=5
 lenpen=1.0
 inference_branch=auto    # auto: the paper's protocol (sample: the third stage's draw per utterance) for the
                          # multi-stage-dropout variants, each model's own input for the others; or one of
-                         # fusion|fbank|unit|sample for every two-view variant
+                         # fusion|fbank|unit|unit:NAME|sample for every two-view variant
 num_workers=2
 ctc_weight=0             # > 0: CTC over the source transcript on the acoustic encoder
 eval_bleu=0              # 1: greedy dev BLEU after every epoch (logged as valid_bleu; multi-stage-dropout
@@ -111,21 +118,22 @@ variant_flags() {
   local common="--criterion label_smoothed_cross_entropy_with_gate --gate-target $gate_target --gate-target-interval $gate_target_interval
     --gate-target-granularity $gate_target_granularity --gate-loss-weight $gate_loss_weight --unit-gate $unit_gate --adapter $adapter"
   case $1 in
-    fbank)          echo "$common --fusion fbank" ;;
-    unit)           echo "$common --fusion unit" ;;
+    fbank)          echo "$common --fusion fbank $first_view_flags" ;;
+    unit)           echo "$common --fusion unit $first_view_flags" ;;
     gsgn)           echo "$common --fusion gsgn" ;;
     gsgn_drop)      echo "$common --fusion gsgn --multi-stage-dropout --msd-schedule $msd_schedule" ;;
     gsgn_drop_nogate) echo "$common --fusion gsgn --multi-stage-dropout --msd-schedule $msd_schedule --gate-loss-weight 0" ;;
     gsgn_drop_exact)  echo "$common --fusion gsgn --multi-stage-dropout --msd-schedule $msd_schedule --gate-target exact" ;;
     concat)         echo "$common --fusion concat" ;;
-    noise_sum)      echo "$common --fusion noise-sum --noise-range=$noise_range" ;;
-    noise_replace)  echo "$common --fusion noise-replace --noise-range=$noise_range" ;;
-    noise_replace_drop) echo "$common --fusion noise-replace --noise-range=$noise_range --multi-stage-dropout --msd-schedule $msd_schedule" ;;
+    noise_sum)      echo "$common --fusion noise-sum --noise-range=$noise_range $first_view_flags" ;;
+    noise_replace)  echo "$common --fusion noise-replace --noise-range=$noise_range $first_view_flags" ;;
+    noise_replace_drop) echo "$common --fusion noise-replace --noise-range=$noise_range --multi-stage-dropout --msd-schedule $msd_schedule $first_view_flags" ;;
     *) echo "unknown variant '$1' (fbank unit gsgn gsgn_drop gsgn_drop_nogate gsgn_drop_exact concat noise_sum noise_replace noise_replace_drop)" >&2; return 1 ;;
   esac
 }
 
 has_msd() { variant_flags "$1" | grep -q -- --multi-stage-dropout; }
+variant_view_flags() { variant_flags "$1" | grep -o -- "--unit-views .*" || true; }  # a variant's own unit sets
 two_view() { case $1 in gsgn*|concat*|noise_replace*) return 0 ;; *) return 1 ;; esac; }
 main_branch() {  # the inference branch of a variant's main decode
   if [ "$inference_branch" = auto ]; then
@@ -133,16 +141,57 @@ main_branch() {  # the inference branch of a variant's main decode
   elif two_view "$1"; then echo "$inference_branch"
   else echo fusion; fi  # one-view models have only their own input
 }
-# --units: exactly the registered feature back-ends (gsgn_fairseq/prep/ssl_features.py) and hubert-toy
+# --units: a comma list of [NAME=]SPEC, SPEC one of the registered feature back-ends
+# (gsgn_fairseq/prep/ssl_features.py), hubert-toy or ssl:PATH:LAYER; the first is the default set
 features=$("$PY" -c "from gsgn_fairseq.prep.ssl_features import FEATURES; print(' '.join(sorted(FEATURES)))")
-case " $features hubert-toy " in
-  *" $units "*) ;;
-  *) echo "--units must be one of: $features hubert-toy; got '$units'" >&2; exit 1 ;;
-esac
+IFS=, read -r -a unit_specs <<< "$units"
+IFS=, read -r -a unit_ks <<< "$n_clusters"
+[ "${#unit_specs[@]}" -ge 1 ] || { echo "--units needs at least one unit set" >&2; exit 1; }
+if [ "${#unit_ks[@]}" -eq 1 ]; then
+  for ((i = 1; i < ${#unit_specs[@]}; i++)); do unit_ks+=("${unit_ks[0]}"); done
+fi
+[ "${#unit_ks[@]}" -eq "${#unit_specs[@]}" ] || {
+  echo "--n-clusters $n_clusters: ${#unit_ks[@]} values for the ${#unit_specs[@]} --units entries" >&2; exit 1; }
+unit_names=()
+unit_kinds=()
+for i in "${!unit_specs[@]}"; do
+  spec=${unit_specs[$i]} name=""
+  case $spec in *=*) name=${spec%%=*}; spec=${spec#*=} ;; esac
+  case $spec in
+    ssl:*:*) kind=ssl ;;
+    *) case " $features hubert-toy " in
+         *" $spec "*) kind=$spec ;;
+         *) echo "--units must be one of: $features hubert-toy; got '${unit_specs[$i]}' (or ssl:PATH:LAYER; several unit sets: a comma list of [NAME=]SPEC)" >&2; exit 1 ;;
+       esac ;;
+  esac
+  if [ "$i" -eq 0 ]; then name=units  # the default set: units.zip, column units
+  elif [ -z "$name" ]; then  # a name from the spec: mfcc, hubert_toy, <checkpoint>_L<layer>
+    case $spec in
+      ssl:*:*) rest=${spec#ssl:}; ckpt=${rest%:*}; name=$(basename "${ckpt%/}"); name=${name%.*}_L${rest##*:} ;;
+      *) name=$spec ;;
+    esac
+    name=${name//[^A-Za-z0-9_-]/_}
+  fi
+  for n in "${unit_names[@]}"; do
+    [ "$n" != "$name" ] || { echo "--units: two unit sets named '$name'; name one with NAME=SPEC" >&2; exit 1; }
+  done
+  unit_names+=("$name")
+  unit_kinds+=("$spec")
+done
+unit_views=$(IFS=,; echo "${unit_names[*]}")
+view_flags="--num-units $n_clusters"
+first_view_flags=""
+if [ "${#unit_names[@]}" -gt 1 ]; then
+  view_flags="--unit-views $unit_views --num-units $(IFS=,; echo "${unit_ks[*]}")"
+  first_view_flags="--unit-views units --num-units ${unit_ks[0]}"  # the variants of one S-feature view
+fi
 ssl_checkpoint=${ssl_checkpoint:-$hubert_checkpoint}
 case $inference_branch in
   auto|fusion|fbank|unit|sample) ;;
-  *) echo "--inference-branch must be auto, fusion, fbank, unit or sample, got '$inference_branch'" >&2; exit 1 ;;
+  unit:*) case ",$unit_views," in *",${inference_branch#unit:},"*) ;;
+            *) echo "--inference-branch $inference_branch: no unit set ${inference_branch#unit:} (sets: $unit_views)" >&2; exit 1 ;;
+          esac ;;
+  *) echo "--inference-branch must be auto, fusion, fbank, unit, unit:NAME or sample, got '$inference_branch'" >&2; exit 1 ;;
 esac
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ] && ! is_done prep; then
@@ -152,40 +201,67 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ] && ! is_done prep; then
   done_mark prep
 fi
 
-if [ $stage -le 1 ] && [ $stop_stage -ge 1 ] && ! is_done units; then
-  if [ "$units" = hubert-toy ]; then
-    ssl_checkpoint=$exp/hubert_toy/hubert.pt
-    if [ ! -f "$ssl_checkpoint" ]; then
-      log "stage 1: pretrain a small HuBERT on $data (fairseq hubert_pretraining, MFCC k-means targets)"
-      "$BIN/gsgn-pretrain-hubert" --data-root "$data_root" --tgt-lang "$tgt_lang" \
-        --work-dir "$exp/hubert_toy"
+# one unit set: its units (gsgn-extract-units --name), k-means learned here when none is given
+make_unit_set() {  # NAME SPEC K
+  local name=$1 spec=$2 k=$3 ckpt="" lyr="" km="" kind
+  local mark=units; [ "$name" = units ] || mark=units.$name
+  is_done "$mark" && return 0
+  kind=$spec
+  case $spec in
+    hubert-toy)
+      ckpt=$exp/hubert_toy/hubert.pt
+      if [ ! -f "$ckpt" ]; then
+        log "stage 1: pretrain a small HuBERT on $data (fairseq hubert_pretraining, MFCC k-means targets)"
+        "$BIN/gsgn-pretrain-hubert" --data-root "$data_root" --tgt-lang "$tgt_lang" \
+          --work-dir "$exp/hubert_toy"
+      fi
+      kind=ssl; lyr=$hubert_toy_layer ;;
+    ssl:*:*)
+      local rest=${spec#ssl:}
+      kind=ssl; ckpt=${rest%:*}; lyr=${rest##*:} ;;
+    mfcc) ;;
+    *) ckpt=$ssl_checkpoint; lyr=$layer; [ "$name" = units ] && km=$km_model ;;  # ssl / hubert: the flags
+  esac
+  local set_flags=()
+  [ "$name" = units ] || set_flags=(--name "$name")
+  if [ "$kind" != mfcc ]; then
+    [ -e "$ckpt" ] || { echo "--units $spec needs an SSL checkpoint (--ssl-checkpoint FILE_OR_DIR, or ssl:PATH:LAYER)" >&2; exit 1; }
+    if [ -z "$km" ]; then
+      km=$exp/km_${name}_${kind}_L${lyr}_$k.bin
+      [ "$name" = units ] && km=$exp/km_${kind}_L${lyr}_$k.bin
+      if [ ! -f "$km" ]; then
+        log "stage 1: learn k-means ($k) on $ckpt layer $lyr"
+        "$BIN/gsgn-learn-kmeans" --data-root "$data_root" --tgt-lang "$tgt_lang" \
+          --feature "$kind" --checkpoint "$ckpt" --layer "$lyr" \
+          --n-clusters "$k" --percent "$km_percent" --out "$km"
+      fi
     fi
-    units=ssl; layer=$hubert_toy_layer
-  fi
-  if [ "$units" != mfcc ]; then
-    [ -e "$ssl_checkpoint" ] || { echo "--units $units needs --ssl-checkpoint FILE_OR_DIR" >&2; exit 1; }
-    if [ -z "$km_model" ]; then
-      km_model=$exp/km_${units}_L${layer}_$n_clusters.bin
-      log "stage 1: learn k-means ($n_clusters) on $ssl_checkpoint layer $layer"
-      "$BIN/gsgn-learn-kmeans" --data-root "$data_root" --tgt-lang "$tgt_lang" \
-        --feature "$units" --checkpoint "$ssl_checkpoint" --layer "$layer" \
-        --n-clusters "$n_clusters" --percent "$km_percent" --out "$km_model"
-    fi
-    log "stage 1: layer-$layer units of $ssl_checkpoint with $km_model"
-    "$BIN/gsgn-extract-units" --data-root "$data_root" --tgt-lang "$tgt_lang" \
-      --feature "$units" --checkpoint "$ssl_checkpoint" --layer "$layer" --km-model "$km_model"
+    log "stage 1: unit set $name: layer-$lyr units of $ckpt with $km"
+    "$BIN/gsgn-extract-units" --data-root "$data_root" --tgt-lang "$tgt_lang" "${set_flags[@]}" \
+      --feature "$kind" --checkpoint "$ckpt" --layer "$lyr" --km-model "$km"
   else
-    km_model=${km_model:-$exp/km_mfcc_$n_clusters.bin}
-    if [ ! -f "$km_model" ]; then
-      log "stage 1: learn k-means ($n_clusters) on MFCC features"
-      "$BIN/gsgn-learn-kmeans" --data-root "$data_root" --tgt-lang "$tgt_lang" \
-        --feature mfcc --n-clusters "$n_clusters" --percent "$km_percent" --out "$km_model"
+    km=${km_model:-}
+    [ "$name" = units ] || km=""
+    if [ -z "$km" ]; then
+      km=$exp/km_mfcc_$k.bin
+      [ "$name" = units ] || km=$exp/km_${name}_mfcc_$k.bin
     fi
-    log "stage 1: MFCC k-means units"
-    "$BIN/gsgn-extract-units" --data-root "$data_root" --tgt-lang "$tgt_lang" \
-      --feature mfcc --km-model "$km_model"
+    if [ ! -f "$km" ]; then
+      log "stage 1: learn k-means ($k) on MFCC features"
+      "$BIN/gsgn-learn-kmeans" --data-root "$data_root" --tgt-lang "$tgt_lang" \
+        --feature mfcc --n-clusters "$k" --percent "$km_percent" --out "$km"
+    fi
+    log "stage 1: unit set $name: MFCC k-means units"
+    "$BIN/gsgn-extract-units" --data-root "$data_root" --tgt-lang "$tgt_lang" "${set_flags[@]}" \
+      --feature mfcc --km-model "$km"
   fi
-  done_mark units
+  done_mark "$mark"
+}
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  for i in "${!unit_names[@]}"; do
+    make_unit_set "${unit_names[$i]}" "${unit_kinds[$i]}" "${unit_ks[$i]}"
+  done
 fi
 
 case $precision in
@@ -233,7 +309,7 @@ for v in "${variant_list[@]}"; do
     [ "$eval_bleu" = 1 ] && has_msd "$v" && bleu_flags+=(--eval-bleu-branches sample)
     # shellcheck disable=SC2086
     "${launcher[@]}" "$BIN/fairseq-train" "$data" --user-dir "$ROOT_DIR/gsgn_fairseq" \
-      --task speech_to_text_multiview --config-yaml config_st.yaml --num-units "$n_clusters" \
+      --task speech_to_text_multiview --config-yaml config_st.yaml $view_flags \
       --train-subset train_st --valid-subset dev_st \
       --arch "$arch" $flags --label-smoothing 0.1 --report-accuracy \
       --optimizer adam --adam-betas '(0.9, 0.98)' --lr "$lr" --lr-scheduler inverse_sqrt \
@@ -257,10 +333,10 @@ for v in "${variant_list[@]}"; do
     has_msd "$v" && decodes+=("fusion:.fusion")
     for s in "${split_list[@]}"; do
       for d in "${decodes[@]}"; do
-        branch=${d%%:*}; suffix=${d#*:}
+        branch=${d%:*}; suffix=${d##*:}  # the branch may be unit:NAME
         log "stage 4: decode $v on $s (beam $beam, lenpen $lenpen, inference branch $branch)"
         "$BIN/fairseq-generate" "$data" --user-dir "$ROOT_DIR/gsgn_fairseq" \
-          --task speech_to_text_multiview --config-yaml config_st.yaml --num-units "$n_clusters" \
+          --task speech_to_text_multiview --config-yaml config_st.yaml $view_flags $(variant_view_flags "$v") \
           --gen-subset "${s}_st" --path "$run/checkpoint_avg$n_avg.pt" \
           --model-overrides "{'inference_branch': '$branch'}" \
           --beam "$beam" --lenpen "$lenpen" --max-tokens 50000 --required-batch-size-multiple 1 --scoring sacrebleu \
