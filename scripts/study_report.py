@@ -365,6 +365,35 @@ def gate_stats(st: Study, seeds: List[int]) -> (str, dict):
     return "\n".join(lines) + "\n", out
 
 
+ARCHIVED = ("train.log", "bleu-*.json", "generate-*.txt", "checkpoint_avg*.pt.json")
+
+
+def archive(exp: Path, out: Path) -> List[Path]:
+    """Copy the small files of every finished run (logs, scores, hypotheses, averaging records)
+    and the study's records (schedule, noise range) to ``out`` in the same layout, so that a
+    report can be made from ``out`` and a later study can start from it (run_study.sh
+    ``--from-archive``). Checkpoints are not copied."""
+    import shutil
+
+    copied = []
+    for f in ("msd_schedule.json",):
+        if (exp / f).is_file():
+            copied.append(exp / f)
+    for bleu in sorted(exp.glob(f"**/bleu-{SPLIT}.json")):
+        run = bleu.parent
+        if "report" in run.parts:
+            continue
+        for pattern in ARCHIVED:
+            copied += sorted(run.glob(pattern))
+        if (run.parent / "noise_range.json").is_file():
+            copied.append(run.parent / "noise_range.json")
+    for f in sorted(set(copied)):
+        dst = out / f.relative_to(exp)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, dst)
+    return sorted(set(copied))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exp", type=Path, required=True)
@@ -375,6 +404,7 @@ def main(argv=None):
     p.add_argument("--units", default="hubert-toy")
     p.add_argument("--results", type=Path, help="also put the report into this markdown file (update_results.py sections)")
     p.add_argument("--command", default="", help="the study's command line, for the record")
+    p.add_argument("--archive", type=Path, help="also copy the finished runs' small files here (see archive())")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     side = [int(s) for s in (args.side_seeds or str(seeds[0])).split(",")]
@@ -420,6 +450,10 @@ def main(argv=None):
                   missing=missing)
     write_json_atomic(rep / "study.json", record)
     print(md)
+    if args.archive:
+        files = archive(args.exp, args.archive)
+        write_text_atomic(args.archive / "report.md", md)
+        print(f"archived {len(files)} files of the finished runs in {args.archive}")
     if args.results:
         sys.path.insert(0, str(Path(__file__).parent))
         from update_results import machine, update

@@ -201,3 +201,18 @@ def test_study_end_to_end_on_another_corpus(tmp_path):
     assert '"dev_st_bleu_sample"' in (exp / "seed1/gsgn_drop/train.log").read_text()
     md = (exp / "report/study.md").read_text()
     assert "| GSGN+Drop | 1 |" in md and "(one seed)" in md
+
+
+def test_study_from_archive_skips_archived_runs(tmp_path):
+    archive = tmp_path / "archive"
+    (archive / "seed1/fbank").mkdir(parents=True)
+    (archive / "seed1/fbank/bleu-tst-COMMON.json").write_text('{"bleu": 50.0}')
+    (archive / "seed1/fbank/checkpoint_avg5.pt.json").write_text('{"convergence_epoch": 32}')
+    (archive / "msd_schedule.json").write_text(json.dumps(
+        {"fbank_convergence_epoch": 32, "msd_schedule": "1:0.3,0.0;8:0.5,0.3;20:0.3,0.0", "how": "archived"}))
+    p, rows = _study(tmp_path, "--seeds", "1", "--parts", "table1", "--parallel", "1", "--from-archive", str(archive))
+    assert "from the archive: seed1/fbank (not trained again)" in p.stdout
+    trained = {r[1]: r for r in rows if r[2] == "2"}
+    assert "fbank" not in trained and {"unit", "gsgn", "gsgn_drop"} <= set(trained)
+    assert trained["gsgn_drop"][4] == "1:0.3,0.0;8:0.5,0.3;20:0.3,0.0"
+    assert (tmp_path / "exp/seed1/fbank/bleu-tst-COMMON.json").is_file()

@@ -13,6 +13,11 @@
 #   scripts/recipes/toy/run_study.sh [--data-root data/toy_study] [--tgt-lang de] [--exp exp/toy_study]
 #       [--units hubert-toy] [--seeds 1,2,3] [--side-seeds 1] [--parts table1,ablations,table3,table2,mfcc]
 #       [--parallel 2] [--patience 5] [--max-epoch 80] [--results docs/RESULTS.md] [--report-only]
+#       [--from-archive DIR]
+#
+# --from-archive DIR: start from the finished runs archived by study_report.py --archive (their
+# logs, scores and hypotheses; no checkpoints), which are then not trained again, and from the
+# archived multi-stage-dropout schedule.
 #
 # Every training stops early (--patience validations without a better dev loss) under a cap
 # (--max-epoch) well above where runs stop; the best --n-avg checkpoints are averaged and the
@@ -48,6 +53,7 @@ n_avg=$TOY_N_AVG
 msd_schedule=""          # default: the paper's, scaled to FBank-only's convergence epoch
 results=""
 report_only=0
+from_archive=""
 extra=""                 # more run.sh flags for every training, e.g. "--arch s2t_gsgn_s --max-tokens 40000"
 while [ $# -gt 0 ]; do
   case $1 in
@@ -56,7 +62,7 @@ while [ $# -gt 0 ]; do
   name=${1#--}; name=${name//-/_}
   [ $# -ge 2 ] || { echo "missing value for $1" >&2; exit 1; }
   case $name in
-    data_root|tgt_lang|exp|units|seeds|side_seeds|parts|parallel|patience|max_epoch|n_avg|msd_schedule|results|extra)
+    data_root|tgt_lang|exp|units|seeds|side_seeds|parts|parallel|patience|max_epoch|n_avg|msd_schedule|results|extra|from_archive)
       printf -v "$name" '%s' "$2"; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 1 ;;
   esac
@@ -103,6 +109,21 @@ if [ $report_only = 0 ]; then
       touch "$exp/.done/data_mfcc"
     fi
   fi
+fi
+
+if [ -n "$from_archive" ]; then
+  [ -d "$from_archive" ] || { echo "--from-archive $from_archive: no such directory" >&2; exit 1; }
+  [ -f "$from_archive/msd_schedule.json" ] && cp -n "$from_archive/msd_schedule.json" "$exp/"
+  for bleu in "$from_archive"/seed*/*/bleu-tst-COMMON.json "$from_archive"/mfcc/seed*/*/bleu-tst-COMMON.json; do
+    [ -f "$bleu" ] || continue
+    src=$(dirname "$bleu"); rel=${src#"$from_archive"/}; v=${rel##*/}; dst=$exp/$rel
+    [ -f "$dst/bleu-tst-COMMON.json" ] && continue
+    mkdir -p "$dst" "$(dirname "$dst")/.done"
+    cp -p "$src"/* "$dst/"
+    [ -f "$src/../noise_range.json" ] && cp -n "$src/../noise_range.json" "$(dirname "$dst")/"
+    for st in train average decode; do touch "$(dirname "$dst")/.done/$st.$v"; done
+    log "from the archive: $rel (not trained again)"
+  done
 fi
 
 # ---- the jobs: "group:seed:variant", part by part in --parts order, seed by seed; the first
@@ -172,7 +193,7 @@ run_job() {  # $1 job, $2 threads
 
 claims=$exp/.claims
 worker() {  # $1 worker id, $2 threads: takes the first unclaimed job that is ready, until none is left
-  local j picked pending
+  local j picked pending g s v
   while true; do
     picked=""; pending=0
     for j in "${jobs[@]}"; do
@@ -185,6 +206,8 @@ worker() {  # $1 worker id, $2 threads: takes the first unclaimed job that is re
       [ $pending = 0 ] && return 0
       sleep 20; continue
     fi
+    IFS=: read -r g s v <<< "$picked"
+    if [ -f "$(run_dir "$g" "$s")/.done/decode.$v" ]; then log "already finished: $picked"; continue; fi
     if run_job "$picked" "$2"; then log "done $picked"; else
       log "FAILED $picked (see $exp/study_worker$1.log)"; touch "$claims/$picked/failed"
     fi
