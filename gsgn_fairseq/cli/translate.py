@@ -35,7 +35,7 @@ import torch
 
 from ..data.mustc import SAMPLE_RATE, DataError, read_wav
 from ..fileio import sha1_file
-from . import console_entry
+from ..console import console_entry
 
 logger = logging.getLogger("gsgn_fairseq.translate")
 AUDIO_SUFFIXES = (".wav", ".flac")
