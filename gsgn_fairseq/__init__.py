@@ -2,7 +2,8 @@
 
 Importing the package registers the task, models and criterion with fairseq. Imports are
 relative so the plugin registers once whether it is reached through ``--user-dir`` or an
-installed ``import gsgn_fairseq``.
+installed ``import gsgn_fairseq``. It first installs the fixes of ``fairseq_patches/`` into
+fairseq 0.12 (the README's table says what each patches and why).
 """
 from .fairseq_patches import checkpoint_compat  # noqa: F401  (must run before fairseq loads checkpoints)
 # torchrun on CPUs (world size, gloo, DDP device ids); installed first so that it runs inside
