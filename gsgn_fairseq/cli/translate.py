@@ -7,9 +7,10 @@ Each file (wav/flac, or every such file under a directory, sorted) is read as mo
 (another rate is resampled, several channels averaged, each with a warning). Its FBank view
 is computed as the preparation computes it, its unit view with the feature back-end, SSL
 checkpoint, layer and k-means model the model was trained with: the checkpoint records
-them (the units provenance in its task state, with the files' paths; ``--ssl-checkpoint``
-and ``--km-model`` point elsewhere, and a file whose hash differs from the recorded one is an
-error naming both). Both views then go through the task's own pipeline: they are written to
+them (the units provenance in its task state, with the paths; ``--ssl-checkpoint`` and
+``--km-model`` point elsewhere). The SSL checkpoint (a fairseq ``.pt`` or a Hugging Face model
+directory) is hashed as ``gsgn-extract-units`` hashed it (``ssl_features.checkpoint_sha1``), the
+k-means file by its bytes; one whose hash differs from the recorded one is an error naming both. Both views then go through the task's own pipeline: they are written to
 a temporary split (zips, TSV and ``units.json``), loaded by the task's dataset (CMVN and
 the other feature transforms of the data config, the views' checks), batched by fairseq and
 decoded by fairseq's ``SequenceGenerator`` (``--beam 5 --lenpen 1.0`` by default, the
