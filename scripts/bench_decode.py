@@ -25,7 +25,7 @@ def decode_seconds(data: Path, ckpt: Path, subset: str, beam: int, max_tokens: i
     """(seconds, sentences, tokens) of one fairseq-generate run."""
     import torch
 
-    import gsgn_fairseq.checkpoint_compat  # noqa: F401  (fairseq checkpoints under weights_only)
+    import gsgn_fairseq.fairseq_patches.checkpoint_compat  # noqa: F401  (fairseq checkpoints under weights_only)
 
     cfg = torch.load(ckpt, map_location="cpu", mmap=True)["cfg"]["task"]
     task = cfg["_name"] if isinstance(cfg, dict) else getattr(cfg, "_name", None) or cfg.task

@@ -63,7 +63,8 @@ class Study:
         self._rows: Dict[tuple, dict] = {}
 
     def run_dir(self, seed: int, variant: str, group: str = "main") -> Path:
-        return (self.exp / "mfcc" if group == "mfcc" else self.exp) / f"seed{seed}" / variant
+        base = {"mfcc": self.exp / "mfcc", "pre": self.exp / "pretrained"}.get(group, self.exp)
+        return base / f"seed{seed}" / variant
 
     def row(self, seed: int, variant: str, group: str = "main") -> Optional[dict]:
         """results_table's row of a finished run (BLEU, chrF, convergence epoch), else None."""
@@ -104,7 +105,7 @@ def scores_table(st: Study, variants: List[str], seeds: List[int], group: str = 
     return "\n".join(lines) + "\n", data
 
 
-def significance(st: Study, pairs: List[tuple], seeds: List[int]) -> (str, dict):
+def significance(st: Study, pairs: List[tuple], seeds: List[int], group: str = "main") -> (str, dict):
     """Paired bootstrap per seed for (system, baseline) pairs, and a paired t-test over seeds."""
     from scipy import stats as sps
 
@@ -114,14 +115,15 @@ def significance(st: Study, pairs: List[tuple], seeds: List[int]) -> (str, dict)
     for system, baseline in pairs:
         deltas = []
         for s in seeds:
-            h, b = st.hyps(s, system), st.hyps(s, baseline)
-            if h is None or b is None or not (finished(st.run_dir(s, system)) and finished(st.run_dir(s, baseline))):
+            h, b = st.hyps(s, system, group=group), st.hyps(s, baseline, group=group)
+            if h is None or b is None or not (finished(st.run_dir(s, system, group)) and finished(st.run_dir(s, baseline, group))):
                 continue
             bs = paired_bootstrap(h, b, st.refs)
             d, dc = bs["bleu"]["system"] - bs["bleu"]["baseline"], bs["chrf"]["system"] - bs["chrf"]["baseline"]
             deltas.append(d)
             out.setdefault(f"{system} vs {baseline}", {})[s] = bs
-            lines.append(f"| {NAMES[system]} vs {NAMES[baseline]} | {s} | {bs['bleu']['system']:.2f} | "
+            tag = " (pretrained)" if group == "pre" else ""
+            lines.append(f"| {NAMES[system]} vs {NAMES[baseline]}{tag} | {s} | {bs['bleu']['system']:.2f} | "
                          f"{bs['bleu']['baseline']:.2f} | {d:+.2f} | {bs['bleu']['p_value']:.4f} | {dc:+.2f} | "
                          f"{bs['chrf']['p_value']:.4f} |")
         if len(deltas) >= 2:
@@ -346,6 +348,29 @@ def claims(tables: dict, sig: dict, conv: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+PAPER_TABLE4 = {"fbank": (27.98, 33), "unit": (25.60, 25), "gsgn": (27.61, 25), "gsgn_drop": (28.19, 27)}
+
+
+def claims_table4(t4: dict, sig: dict) -> str:
+    """Table IV's claims: from pretrained models, GSGN+Drop on par with FBank-only and sooner."""
+    def per_seed(v, key):
+        d = t4.get(v)
+        return dict(zip(d["seeds"], d[key])) if d else {}
+
+    x, y = per_seed("gsgn_drop", "epoch"), per_seed("fbank", "epoch")
+    d_ep = [x[s] - y[s] for s in sorted(set(x) & set(y))]
+    runs = sig.get("gsgn_drop vs fbank", {})
+    per = [runs[s] for s in sorted(k for k in runs if k != "t_test")]
+    d_bleu = [r["bleu"]["system"] - r["bleu"]["baseline"] for r in per]
+    ps = [r["bleu"]["p_value"] for r in per]
+    return "\n".join([
+        f"| Pretrained: GSGN+Drop at least on par with FBank-only (Table IV: 28.19 vs 27.98) | Δ BLEU {[round(v, 2) for v in d_bleu]}, "
+        f"p {[round(v, 4) for v in ps]} | {on_par(d_bleu, ps)} |",
+        f"| Pretrained: GSGN+Drop converges in fewer epochs than FBank-only (Table IV: 27 vs 33) | Δ epoch per seed: {d_ep} | "
+        f"{verdict(d_ep, None, -1)} |",
+    ]) + "\n"
+
+
 def gate_stats(st: Study, seeds: List[int]) -> (str, dict):
     """Fig. 3/4 numbers of GSGN+Drop: first and last epoch's conflict share and g_fbank."""
     lines = ["| run | seed | epoch | grad_cos | conflict % | g_fbank mean | g_fbank > 1 % |", "|---|---|---|---|---|---|---|"]
@@ -365,6 +390,35 @@ def gate_stats(st: Study, seeds: List[int]) -> (str, dict):
     return "\n".join(lines) + "\n", out
 
 
+ARCHIVED = ("train.log", "bleu-*.json", "generate-*.txt", "checkpoint_avg*.pt.json")
+
+
+def archive(exp: Path, out: Path) -> List[Path]:
+    """Copy the small files of every finished run (logs, scores, hypotheses, averaging records)
+    and the study's records (schedule, noise range) to ``out`` in the same layout, so that a
+    report can be made from ``out`` and a later study can start from it (run_study.sh
+    ``--from-archive``). Checkpoints are not copied."""
+    import shutil
+
+    copied = []
+    for f in ("msd_schedule.json",):
+        if (exp / f).is_file():
+            copied.append(exp / f)
+    for bleu in sorted(exp.glob(f"**/bleu-{SPLIT}.json")):
+        run = bleu.parent
+        if "report" in run.parts:
+            continue
+        for pattern in ARCHIVED:
+            copied += sorted(run.glob(pattern))
+        if (run.parent / "noise_range.json").is_file():
+            copied.append(run.parent / "noise_range.json")
+    for f in sorted(set(copied)):
+        dst = out / f.relative_to(exp)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, dst)
+    return sorted(set(copied))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exp", type=Path, required=True)
@@ -375,6 +429,7 @@ def main(argv=None):
     p.add_argument("--units", default="hubert-toy")
     p.add_argument("--results", type=Path, help="also put the report into this markdown file (update_results.py sections)")
     p.add_argument("--command", default="", help="the study's command line, for the record")
+    p.add_argument("--archive", type=Path, help="also copy the finished runs' small files here (see archive())")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     side = [int(s) for s in (args.side_seeds or str(seeds[0])).split(",")]
@@ -390,21 +445,26 @@ def main(argv=None):
     sections.append(("Tables II and III", t23))
     tm, dm = scores_table(st, ["unit", "gsgn", "gsgn_drop"], side, group="mfcc")
     sections.append(("MFCC k-means units", tm))
+    t4, d4 = scores_table(st, ["fbank", "unit", "gsgn", "gsgn_drop"], side, group="pre")
+    sections.append(("Table IV: from pretrained ASR and MT models", t4.replace("| paper En-De |", "| paper En-De (Table I) |")))
+    s4, ds4 = significance(st, [("gsgn_drop", "fbank"), ("gsgn", "fbank")], side, group="pre")
     all_variants = ["fbank", "unit", "gsgn", "gsgn_drop", "gsgn_drop_nogate", "gsgn_drop_exact", "concat", "noise_sum", "noise_replace"]
     tables = {**d23, **dab, **d1}
     sg, dsg = significance(st, [("gsgn_drop", "fbank"), ("gsgn", "fbank"), ("gsgn_drop", "gsgn"),
                                 ("gsgn", "concat"), ("gsgn_drop", "gsgn_drop_nogate")], seeds)
-    sections.append(("Significance", sg))
+    sections.append(("Significance", sg + "\n" + s4))
     cv, dcv = convergence_table(st, all_variants, seeds)
     sections.append(("Convergence to FBank-only's best dev BLEU", cv))
     dd, ddd = dev_dips(st, seeds)
     sections.append(("Dev BLEU falls: fusion input vs the test protocol", dd))
     gs, dgs = gate_stats(st, seeds)
     sections.append(("Gates and conflicts (first, middle, last epoch)", gs))
-    sections.append(("Claims", claims(tables, dsg, dcv)))
+    sections.append(("Claims", claims(tables, dsg, dcv) + claims_table4(d4, ds4)))
     figs = [plot_curves(st, ["fbank", "unit", "gsgn", "gsgn_drop"], seeds, rep / "study_learning_curves.png"),
             plot_curves(st, ["gsgn_drop", "gsgn_drop_nogate", "gsgn_drop_exact"], seeds, rep / "study_ablation_curves.png"),
-            plot_mechanism({f"from scratch, seed {s}": st.log(s, "gsgn_drop") for s in seeds[:1] if st.log(s, "gsgn_drop")},
+            plot_mechanism({**{f"from scratch, seed {s}": st.log(s, "gsgn_drop") for s in seeds[:1] if st.log(s, "gsgn_drop")},
+                            **{f"pretrained, seed {s}": st.log(s, "gsgn_drop", "pre") for s in side[:1]
+                               if st.log(s, "gsgn_drop", "pre")}},
                            rep / "study_mechanism.png")]
     missing = [f"seed{s}/{v}" for s in seeds for v in ["fbank", "unit", "gsgn", "gsgn_drop", "gsgn_drop_nogate", "gsgn_drop_exact"]
                if not finished(st.run_dir(s, v))]
@@ -416,10 +476,14 @@ def main(argv=None):
     md = "\n".join(text) + "\n"
     rep.mkdir(parents=True, exist_ok=True)
     write_text_atomic(rep / "study.md", md)
-    record.update(table1=d1, ablations=dab, side=d23, mfcc=dm, significance=dsg, convergence=dcv, dips=ddd, gates=dgs,
+    record.update(table1=d1, ablations=dab, side=d23, mfcc=dm, table4=d4, significance_table4=ds4, significance=dsg, convergence=dcv, dips=ddd, gates=dgs,
                   missing=missing)
     write_json_atomic(rep / "study.json", record)
     print(md)
+    if args.archive:
+        files = archive(args.exp, args.archive)
+        write_text_atomic(args.archive / "report.md", md)
+        print(f"archived {len(files)} files of the finished runs in {args.archive}")
     if args.results:
         sys.path.insert(0, str(Path(__file__).parent))
         from update_results import machine, update

@@ -7,7 +7,8 @@ after every update::
 
     {"draws":   [{"update": u, "epoch": e, "keys": [...], "branches": [...]}, ...],  # training draws
      "targets": [{"update": u, "target": [...], "cos": [...]}, ...],  # every Eq. 11 evaluation
-     "state_sha256": "..."}  # the model's state dict after the last update
+     "state_sha256": "...",  # the model's state dict after the last update
+     "units_provenance": {...}}  # the task's record of the model's units (None: unknown)
 
 ``keys`` are the utterance keys (63-bit ints) of the batch, in batch order.
 """
@@ -24,7 +25,7 @@ from fairseq import trainer as fairseq_trainer  # noqa: E402
 
 from gsgn_fairseq.modules import gate_targets, multiview_frontend  # noqa: E402
 
-RECORD = {"draws": [], "targets": [], "state_sha256": None}
+RECORD = {"draws": [], "targets": [], "state_sha256": None, "units_provenance": None}
 CURRENT = {"update": None}
 
 
@@ -49,6 +50,7 @@ def _install() -> None:
         CURRENT["update"] = self.get_num_updates()
         out = train_step(self, samples, raise_oom)
         RECORD["state_sha256"] = state_sha256(self.model)
+        RECORD["units_provenance"] = self.task.model_units_provenance[0]
         _write()
         return out
 

@@ -6,7 +6,7 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.distributed import utils as distributed_utils
 
 import gsgn_fairseq  # noqa: F401  (installs the wrapper)
-from gsgn_fairseq import bf16_cuda
+from gsgn_fairseq.fairseq_patches import bf16_cuda
 
 
 def _cfg(*extra):

@@ -115,7 +115,8 @@ def test_sampler_set_epoch_and_granularity():
 
 
 def test_keyed_draws_are_uniform_and_depend_on_seed_and_key_only():
-    from gsgn_fairseq.modules.branch_sampler import BranchSampler, keyed_uniform, utterance_key
+    from gsgn_fairseq.modules.branch_sampler import BranchSampler
+    from gsgn_fairseq.modules.keyed_random import keyed_uniform, utterance_key
 
     keys = torch.tensor([utterance_key(f"ted_{i}_{j}") for i in range(200) for j in range(100)])
     p = keyed_uniform(keys, seed=1)
@@ -133,7 +134,7 @@ def test_keyed_draws_are_uniform_and_depend_on_seed_and_key_only():
 
 
 def test_training_draws_depend_on_seed_epoch_and_key_not_on_the_batch():
-    from gsgn_fairseq.modules.branch_sampler import utterance_key
+    from gsgn_fairseq.modules.keyed_random import utterance_key
 
     keys = torch.tensor([utterance_key(f"train_{i}") for i in range(4000)])
     sampler = BranchSampler("1:0.3,0.2")

@@ -1,7 +1,7 @@
 """Data-parallel training on CPU (gloo): the torchrun launch, pooled gate targets over the
 global batch, rank-independent branch draws, ranks in sync.
 
-* ``configure_torchrun`` (gsgn_fairseq/distributed_launch.py) on fairseq's parsed config.
+* ``configure_torchrun`` (gsgn_fairseq/fairseq_patches/distributed_launch.py) on fairseq's parsed config.
 * Two gloo processes running the criterion on halves of one batch: the pooled target is the
   single-process target of the whole batch, on every rank, counted once.
 * ``torchrun --nproc_per_node 2`` running fairseq-train (``tests/rank_recording_train.py``:
@@ -50,7 +50,7 @@ TORCHRUN_ENV = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", "WORLD_SIZE"
 
 
 def test_torchrun_on_cpu_gets_env_rendezvous_with_gloo(monkeypatch):
-    from gsgn_fairseq.distributed_launch import configure_torchrun
+    from gsgn_fairseq.fairseq_patches.distributed_launch import configure_torchrun
 
     for key, value in TORCHRUN_ENV.items():
         monkeypatch.setenv(key, value)
@@ -65,7 +65,7 @@ def test_torchrun_on_cpu_gets_env_rendezvous_with_gloo(monkeypatch):
 
 
 def test_torchrun_on_gpus_keeps_fairseqs_setup_but_takes_the_world_size(monkeypatch):
-    from gsgn_fairseq.distributed_launch import configure_torchrun
+    from gsgn_fairseq.fairseq_patches.distributed_launch import configure_torchrun
 
     for key, value in TORCHRUN_ENV.items():
         monkeypatch.setenv(key, value)
@@ -78,7 +78,7 @@ def test_torchrun_on_gpus_keeps_fairseqs_setup_but_takes_the_world_size(monkeypa
 
 
 def test_multi_process_cpu_run_without_torchrun_names_the_command(monkeypatch):
-    from gsgn_fairseq.distributed_launch import configure_torchrun
+    from gsgn_fairseq.fairseq_patches.distributed_launch import configure_torchrun
 
     for key in TORCHRUN_ENV:
         monkeypatch.delenv(key, raising=False)
@@ -268,3 +268,15 @@ def test_torchrun_training_on_cpu(data_dir, tmp_path, run):
             at_u = [c[0] for (v, _, c) in targets[0] if v == u]
             current = sum(at_u) / len(at_u) if at_u else current  # an interval reuses the last target
             assert logged[u] == pytest.approx(current, abs=1e-4), (u, logged, targets[0])
+
+
+def test_resumed_run_gives_every_rank_the_model_units_provenance(data_dir, tmp_path):
+    """Every rank reads its own data, so every rank's task must hold the checkpoint's units
+    provenance to check it (rank 0 reads the checkpoint, the others receive it)."""
+    first, _ = torchrun_train(data_dir, tmp_path / "first", "--max-update", "2")
+    assert [r["units_provenance"] for r in first] == [None, None]  # a fresh run: nothing to check against
+    resumed, log = torchrun_train(data_dir, tmp_path / "resumed", "--save-dir", str(tmp_path / "first" / "ckpt"))
+    assert "Loaded checkpoint" in log
+    recorded = json.loads((data_dir / "units.json").read_text())
+    for rank in resumed:
+        assert rank["units_provenance"] is not None and {k: rank["units_provenance"][k] for k in recorded} == recorded

@@ -113,9 +113,7 @@ def test_encoder_output_follows_interfaces(data_dir):
     assert seen == [torch.Size([bsz, t, d])]
 
 
-# noise-replace is left out on purpose: its noise is drawn for the whole padded batch tensor,
-# so which value lands on a frame depends on the batch layout.
-@pytest.mark.parametrize("fusion", ["gsgn", "concat", "unit", "fbank", "noise-sum"])
+@pytest.mark.parametrize("fusion", ["gsgn", "concat", "unit", "fbank", "noise-sum", "noise-replace"])
 def test_padding_never_changes_outputs(data_dir, fusion):
     model, task, _ = build(data_dir, "--fusion", fusion, "--use-ctc")
     model.eval()
@@ -307,6 +305,37 @@ def test_noise_modes(data_dir):
     # no units needed
     net = {k: v for k, v in sample["net_input"].items() if k not in ("prev_output_tokens", "src_units", "src_units_lengths")}
     assert rep_model.encoder(**net)["encoder_out"][0].shape == enc["encoder_out"][0].shape
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_noise_is_keyed_on_the_utterance(data_dir, training):
+    """The noise controls' noise of an utterance is the same in any batch, at any position and
+    padding (evaluation: decoding does not depend on batching; training: reproducible), and
+    differs between utterances at the same batch position under the same torch seed (fairseq
+    reseeds every data-parallel rank alike: the ranks must not add the same noise)."""
+    model, task, _ = build(data_dir, "--fusion", "noise-replace")
+    model.train(training)
+
+    def noise(indices):
+        torch.manual_seed(1)  # as fairseq seeds every rank's update
+        sample = batch(task, indices)
+        with torch.no_grad():
+            enc = _encoder_out(model, sample)
+        x, mask = enc["gsgn_x_unit"][0], enc["gsgn_padding_mask"][0]  # (B, T, D), (B, T)
+        return [(i, x[r][~mask[r]]) for r, i in enumerate(sample["id"].tolist())]
+
+    alone = dict(noise([2]))
+    mixed = dict(noise([5, 2, 7, 0]))  # another batch size, order and padding
+    assert mixed[2].shape == alone[2].shape and torch.equal(mixed[2], alone[2])
+    (_, rank0), (_, rank1) = noise([0, 1])[0], noise([3, 4])[0]  # the first row of two ranks' batches
+    n = min(len(rank0), len(rank1))
+    assert not torch.equal(rank0[:n], rank1[:n])
+    if training:  # a fresh draw every epoch
+        model.encoder.set_epoch(2)
+        assert not torch.equal(dict(noise([2]))[2], alone[2])
+    net = {k: v for k, v in batch(task, [2])["net_input"].items() if k not in ("prev_output_tokens", "utt_keys")}
+    with pytest.raises(ValueError, match="needs utt_keys"):
+        model.encoder(**net)
 
 
 def test_ctc_head_and_fairseq_ctc_criterion(data_dir):

@@ -70,7 +70,7 @@ def make_fairseq(path: Path, model_type: str, overrides: dict, normalize: bool) 
     from fairseq.tasks.audio_pretraining import AudioPretrainingConfig
     from omegaconf import OmegaConf
 
-    from gsgn_fairseq import checkpoint_compat  # noqa: F401
+    from gsgn_fairseq.fairseq_patches import checkpoint_compat  # noqa: F401
 
     if model_type == "hubert":
         make_random_hubert(path, preset="tiny", n_labels=8, normalize=normalize, **{**FAIRSEQ_TINY, **overrides})

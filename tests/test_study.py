@@ -15,12 +15,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 STAND_IN = """#!/usr/bin/env bash
 # records its call; fakes what the study reads from a finished training
-exp=""; variants=""; stage=""; seed=""; sched=""; units=""; root=""
+exp=""; variants=""; stage=""; seed=""; sched=""; units=""; root=""; init=""
 while [ $# -gt 0 ]; do
   case $1 in --exp) exp=$2;; --variants) variants=$2;; --stage) stage=$2;; --seed) seed=$2;;
-    --msd-schedule) sched=$2;; --units) units=$2;; --data-root) root=$2;; esac; shift 2
+    --msd-schedule) sched=$2;; --units) units=$2;; --data-root) root=$2;; --init-asr) init=$2;; esac; shift 2
 done
-echo "$exp|$variants|$stage|$seed|$sched|$units|$root" >> "$CALLS"
+echo "$exp|$variants|$stage|$seed|$sched|$units|$root|$init" >> "$CALLS"
 [ "$stage" = 2 ] || exit 0
 [ "$variants" = unit ] && [ -n "${FAIL_UNIT:-}" ] && exit 3
 mkdir -p "$exp/$variants" "$exp/.done"
@@ -29,10 +29,23 @@ touch "$exp/.done/average.$variants"
 """
 
 
+PRETRAIN_STAND_IN = """#!/usr/bin/env bash
+out=""; arch=""
+while [ $# -gt 0 ]; do case $1 in --out) out=$2;; --arch) arch=$2;; esac; shift 2; done
+echo "$out|pretrain|$arch" >> "$CALLS"
+sleep 1
+mkdir -p "$out/.done" && touch "$out/.done/asr" "$out/.done/mt"
+"""
+
+
 def _study(tmp_path, *args, **env):
     stand_in = tmp_path / "run.sh"
     stand_in.write_text(STAND_IN)
     stand_in.chmod(0o755)
+    pretrain = tmp_path / "pretrain.sh"
+    pretrain.write_text(PRETRAIN_STAND_IN)
+    pretrain.chmod(0o755)
+    env = {"PRETRAIN_SH": str(pretrain), **env}
     (tmp_path / "corpus/en-de/data").mkdir(parents=True, exist_ok=True)
     calls = tmp_path / "calls"
     e = {**os.environ, "RUN_SH": str(stand_in), "CALLS": str(calls), "PY": sys.executable, **env}
@@ -44,17 +57,24 @@ def _study(tmp_path, *args, **env):
 
 
 def test_study_schedule_scaled_to_fbank_convergence_and_job_order(tmp_path):
-    p, rows = _study(tmp_path, "--seeds", "1,2", "--parts", "table1,ablations,table3,mfcc", "--parallel", "2")
+    p, rows = _study(tmp_path, "--seeds", "1,2", "--parts", "table1,ablations,table4,table3,mfcc", "--parallel", "2")
     assert "report" in p.stdout  # training finished (the report itself has no data here)
     exp = tmp_path / "exp"
     schedule = json.loads((exp / "msd_schedule.json").read_text())
     # the paper's stage epochs 10 and 25 for FBank-only's 40, scaled to the stand-in's 24
     assert schedule == {"fbank_convergence_epoch": 24, "msd_schedule": "1:0.3,0.0;6:0.5,0.3;15:0.3,0.0",
                         "how": schedule["how"]}
-    trains = [r for r in rows if r[2] == "2"]
+    trains = [r for r in rows if len(r) > 2 and r[2] == "2" and "pretrained" not in r[0]]
     runs = {(r[3], r[1]): r for r in trains}
     assert set(runs) == {(s, v) for s in "12" for v in ("fbank", "unit", "gsgn", "gsgn_drop", "gsgn_drop_nogate",
                                                           "gsgn_drop_exact")} | {("1", "concat")}
+    assert all(r[7] == "" for r in trains)  # from scratch
+    # Table IV: pretraining once, shaped for the study's arch, then the four variants from it
+    i_pre = next(i for i, r in enumerate(rows) if r[1] == "pretrain")
+    assert rows[i_pre] == [str(exp / "pretrain"), "pretrain", "s2t_gsgn_tiny"]
+    pre = [(i, r) for i, r in enumerate(rows) if len(r) > 2 and "pretrained" in r[0]]
+    assert {r[1] for _, r in pre} == {"fbank", "unit", "gsgn", "gsgn_drop"} and all(i > i_pre for i, _ in pre)
+    assert all(r[0] == str(exp / "pretrained/seed1") and r[7] == str(exp / "pretrain/asr/checkpoint_avg5.pt") for _, r in pre)
     # every multi-stage-dropout run, of every seed, trains with the scaled schedule, after fbank of seed 1
     order = [(r[3], r[1]) for r in trains]
     for key, r in runs.items():
@@ -136,7 +156,10 @@ def test_report_tables_significance_convergence_and_claims(tmp_path):
         _run(exp, seed, "unit", weak[:-1] + ["x"], 12, [15, 30, 45, 46, 46, 46])
         _run(exp, seed, "gsgn", good[:-6] + weak[-6:], 14, [20, 40, 50, 55, 56, 56], gates=True)
         _run(exp, seed, "gsgn_drop", good, 15, [20, 45, 30, 56, 57, 58], sample=[20, 44, 43, 56, 57, 58], gates=True)
-    study_report.main(["--exp", str(exp), "--data", str(data), "--seeds", "1,2"])
+    # Table IV, one seed: from pretrained models
+    _run(exp / "pretrained", 1, "fbank", weak, 12, [30, 40, 50, 51, 51, 51])
+    _run(exp / "pretrained", 1, "gsgn_drop", good, 9, [40, 50, 55, 56, 56, 56], gates=True)
+    study_report.main(["--exp", str(exp), "--data", str(data), "--seeds", "1,2", "--archive", str(tmp_path / "archive")])
     md = (exp / "report/study.md").read_text()
     rec = json.loads((exp / "report/study.json").read_text())
     assert rec["table1"]["fbank"]["epoch"] == [21, 22]
@@ -162,6 +185,14 @@ def test_report_tables_significance_convergence_and_claims(tmp_path):
     assert "seed1/gsgn_drop_nogate" in rec["missing"]
     assert (exp / "report/study_learning_curves.png").stat().st_size > 1000
     assert (exp / "report/study_mechanism.png").stat().st_size > 1000
+    assert rec["table4"]["gsgn_drop"]["epoch"] == [9]
+    line = next(x for x in claims.splitlines() if x.startswith("| Pretrained: GSGN+Drop converges in fewer epochs"))
+    assert line.endswith("| holds (one seed) |")
+    # the archive holds what a report (and a later study) needs, no checkpoints
+    archived = {str(f.relative_to(tmp_path / "archive")) for f in (tmp_path / "archive").rglob("*") if f.is_file()}
+    assert {"seed1/fbank/train.log", "seed2/gsgn_drop/bleu-tst-COMMON.json", "pretrained/seed1/gsgn_drop/generate-tst-COMMON.txt",
+            "seed1/unit/checkpoint_avg5.pt.json", "report.md"} <= archived
+    assert not any(a.endswith(".pt") for a in archived)
 
 
 @pytest.mark.parametrize("deltas, ps, direction, expected", [
@@ -201,3 +232,18 @@ def test_study_end_to_end_on_another_corpus(tmp_path):
     assert '"dev_st_bleu_sample"' in (exp / "seed1/gsgn_drop/train.log").read_text()
     md = (exp / "report/study.md").read_text()
     assert "| GSGN+Drop | 1 |" in md and "(one seed)" in md
+
+
+def test_study_from_archive_skips_archived_runs(tmp_path):
+    archive = tmp_path / "archive"
+    (archive / "seed1/fbank").mkdir(parents=True)
+    (archive / "seed1/fbank/bleu-tst-COMMON.json").write_text('{"bleu": 50.0}')
+    (archive / "seed1/fbank/checkpoint_avg5.pt.json").write_text('{"convergence_epoch": 32}')
+    (archive / "msd_schedule.json").write_text(json.dumps(
+        {"fbank_convergence_epoch": 32, "msd_schedule": "1:0.3,0.0;8:0.5,0.3;20:0.3,0.0", "how": "archived"}))
+    p, rows = _study(tmp_path, "--seeds", "1", "--parts", "table1", "--parallel", "1", "--from-archive", str(archive))
+    assert "from the archive: seed1/fbank (not trained again)" in p.stdout
+    trained = {r[1]: r for r in rows if r[2] == "2"}
+    assert "fbank" not in trained and {"unit", "gsgn", "gsgn_drop"} <= set(trained)
+    assert trained["gsgn_drop"][4] == "1:0.3,0.0;8:0.5,0.3;20:0.3,0.0"
+    assert (tmp_path / "exp/seed1/fbank/bleu-tst-COMMON.json").is_file()

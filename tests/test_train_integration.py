@@ -37,15 +37,19 @@ def _run(tool, argv, timeout=240):
     return log
 
 
-def train(data_dir, save_dir, *extra, max_epoch=2, criterion="label_smoothed_cross_entropy"):
-    return _run("fairseq-train", [
+def train_argv(data_dir, save_dir, *extra, max_epoch=2, criterion="label_smoothed_cross_entropy"):
+    return [
         data_dir, "--user-dir", USER_DIR, "--task", "speech_to_text_multiview", "--config-yaml", "config_st.yaml",
         "--num-units", K, "--arch", "s2t_gsgn_tiny", "--criterion", criterion, "--label-smoothing", "0.1",
         "--optimizer", "adam", "--lr", "2e-3", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4",
         "--max-tokens", "600", "--required-batch-size-multiple", "1", "--max-epoch", max_epoch,
         "--num-workers", "0", "--save-dir", save_dir, "--no-progress-bar", "--log-interval", "1", "--seed", "1",
         "--cpu", "--train-subset", "train", "--valid-subset", "valid", *extra,
-    ])
+    ]
+
+
+def train(data_dir, save_dir, *extra, max_epoch=2, criterion="label_smoothed_cross_entropy"):
+    return _run("fairseq-train", train_argv(data_dir, save_dir, *extra, max_epoch=max_epoch, criterion=criterion))
 
 
 def generate(data_dir, checkpoint):
@@ -134,3 +138,16 @@ def test_noise_range_is_measured_on_a_trained_unit_view_and_drives_noise_replace
     state = torch.load(tmp_path / "noise" / "checkpoint_last.pt", weights_only=True)
     low, high = state["model"]["encoder.frontend.noise_range"].tolist()
     assert (low, high) == pytest.approx((measured["min"], measured["max"]), rel=1e-5)
+
+
+@pytest.mark.parametrize("criterion", [GATE_CRITERION, "label_smoothed_cross_entropy"])
+def test_ctc_head_without_a_ctc_loss_is_refused(data_dir, tmp_path, criterion):
+    """--use-ctc with --ctc-weight 0 (or a criterion without CTC) leaves the head's parameters
+    without gradients, which c10d DDP refuses: the first train step names both flags."""
+    extra = ["--ctc-weight", "0"] if criterion == GATE_CRITERION else []
+    cmd = [str(BIN / "fairseq-train"), *map(str, train_argv(data_dir, tmp_path / "ckpt", "--fusion", "gsgn", "--use-ctc",
+                                                             *extra, max_epoch=1, criterion=criterion))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert proc.returncode != 0
+    assert "--use-ctc builds a CTC head that only a CTC loss trains" in proc.stderr, proc.stderr[-2000:]
+    assert ("--ctc-weight 0.0" if extra else "has no --ctc-weight") in proc.stderr

@@ -41,7 +41,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from .. import checkpoint_compat  # noqa: F401  (fairseq checkpoints under weights_only)
+from ..fairseq_patches import checkpoint_compat  # noqa: F401  (fairseq checkpoints under weights_only)
 from ..fileio import atomic_path, write_json_atomic
 
 logger = logging.getLogger("average_checkpoints")

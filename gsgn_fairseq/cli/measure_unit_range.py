@@ -17,7 +17,7 @@ import torch
 from fairseq import checkpoint_utils, utils
 from tqdm import tqdm
 
-from .. import checkpoint_compat  # noqa: F401  (checkpoints load under weights_only)
+from ..fairseq_patches import checkpoint_compat  # noqa: F401  (checkpoints load under weights_only)
 from ..fileio import write_json_atomic
 
 logger = logging.getLogger("measure_unit_range")

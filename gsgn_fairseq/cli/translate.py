@@ -7,9 +7,10 @@ Each file (wav/flac, or every such file under a directory, sorted) is read as mo
 (another rate is resampled, several channels averaged, each with a warning). Its FBank view
 is computed as the preparation computes it, its unit view with the feature back-end, SSL
 checkpoint, layer and k-means model the model was trained with: the checkpoint records
-them (the units provenance in its task state, with the files' paths; ``--ssl-checkpoint``
-and ``--km-model`` point elsewhere, and a file whose hash differs from the recorded one is an
-error naming both). Both views then go through the task's own pipeline: they are written to
+them (the units provenance in its task state, with the paths; ``--ssl-checkpoint`` and
+``--km-model`` point elsewhere). The SSL checkpoint (a fairseq ``.pt`` or a Hugging Face model
+directory) is hashed as ``gsgn-extract-units`` hashed it (``ssl_features.checkpoint_sha1``), the
+k-means file by its bytes; one whose hash differs from the recorded one is an error naming both. Both views then go through the task's own pipeline: they are written to
 a temporary split (zips, TSV and ``units.json``), loaded by the task's dataset (CMVN and
 the other feature transforms of the data config, the views' checks), batched by fairseq and
 decoded by fairseq's ``SequenceGenerator`` (``--beam 5 --lenpen 1.0`` by default, the
@@ -32,14 +33,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
 from ..data.mustc import SAMPLE_RATE, DataError, read_wav
 from ..fileio import sha1_file
-from . import console_entry
+from ..console import console_entry
 
 logger = logging.getLogger("gsgn_fairseq.translate")
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -69,17 +70,20 @@ def list_audio(inputs: Sequence[str]) -> List[Path]:
     return files
 
 
-def _checked_file(kind: str, given: Optional[str], recorded: Optional[str], sha1: Optional[str], flag: str) -> Path:
-    """The file to use for ``kind``: ``given``, else the recorded path; its hash must match."""
+def _checked_path(kind: str, given: Optional[str], recorded: Optional[str], sha1: Optional[str], flag: str,
+                  digest: Callable[[Path], str] = sha1_file, directory_ok: bool = False) -> Path:
+    """The path to use for ``kind``: ``given``, else the recorded path; its ``digest`` (the hash
+    the extraction recorded) must match. ``directory_ok``: a model directory counts too."""
     path = Path(given) if given else (Path(recorded) if recorded else None)
     if path is None:
         raise DataError(f"the checkpoint does not record where its {kind} was; pass {flag}")
-    if not path.is_file():
+    if not (path.exists() if directory_ok else path.is_file()):
         raise FileNotFoundError(f"{kind} not found: {path} ({'given with ' + flag if given else 'recorded in the checkpoint'}; "
                                 f"pass {flag} to point elsewhere)")
-    if sha1 is not None and sha1_file(path) != sha1:
+    found = digest(path) if sha1 is not None else None
+    if found != sha1:
         raise DataError(f"{path}: this {kind} is not the one the model's units were made with "
-                        f"(sha1 {sha1_file(path)}, the checkpoint records {sha1}); pass {flag} with that file")
+                        f"(sha1 {found}, the checkpoint records {sha1}); pass {flag} with that one")
     return path
 
 
@@ -88,6 +92,7 @@ class UnitMaker:
 
     def __init__(self, prov: dict, device: str, ssl_checkpoint: Optional[str] = None,
                  km_model: Optional[str] = None):
+        from ..prep.ssl_features import checkpoint_sha1
         from ..prep.units import KMeansAssigner, build_features
 
         feature = prov.get("feature")
@@ -96,9 +101,10 @@ class UnitMaker:
                             "gsgn-translate cannot make such units from audio")
         checkpoint = None
         if prov.get("checkpoint_sha1") is not None:
-            checkpoint = _checked_file("SSL checkpoint", ssl_checkpoint, prov.get("checkpoint"),
-                                       prov["checkpoint_sha1"], "--ssl-checkpoint")
-        km = _checked_file("k-means model", km_model, prov.get("km_model"), prov.get("km_model_sha1"), "--km-model")
+            # a checkpoint file or a Hugging Face model directory, hashed as the extraction hashed it
+            checkpoint = _checked_path("SSL checkpoint", ssl_checkpoint, prov.get("checkpoint"),
+                                       prov["checkpoint_sha1"], "--ssl-checkpoint", checkpoint_sha1, directory_ok=True)
+        km = _checked_path("k-means model", km_model, prov.get("km_model"), prov.get("km_model_sha1"), "--km-model")
         self.provenance = dict(prov, checkpoint=str(checkpoint.resolve()) if checkpoint else None,
                                km_model=str(km.resolve()))
         self.features = build_features(feature, checkpoint, prov.get("layer") or 9, device)

@@ -58,7 +58,7 @@ from fairseq.data.audio.speech_to_text_dataset import (
 )
 from torch import Tensor
 
-from ..modules.branch_sampler import utterance_key
+from ..modules.keyed_random import utterance_key
 from ..modules.unit_frontend import subsampled_length
 from .manifest import DEFAULT_UNIT_VIEW, strip_bom, unit_view_column
 from .manifest_checks import REQUIRED_COLUMNS, check_n_frames, check_rows, check_zip_refs

@@ -140,7 +140,8 @@ def read_wav(path: Path, strict: bool = False) -> np.ndarray:
     """Read a whole wav as float32 mono at 16 kHz.
 
     A file at another rate is resampled, and one with several channels averaged to mono, each
-    with a warning naming the file, or refused when ``strict``.
+    with a warning naming the file, or refused when ``strict``. NaN or infinite samples (a
+    float file can hold them) are refused here, naming the file, before they reach features.
     """
     path = Path(path)
     if not path.is_file():
@@ -149,6 +150,11 @@ def read_wav(path: Path, strict: bool = False) -> np.ndarray:
         audio, sr = sf.read(path, dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises LibsndfileError / RuntimeError variants
         raise DataError(f"{path}: cannot read audio ({err})") from None
+    bad = ~np.isfinite(audio).all(axis=1)  # (n,) per sample frame, any channel
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise DataError(f"{path}: {int(bad.sum())} NaN or infinite samples, the first at {first / sr:.3f} s "
+                        f"(sample {first}); the audio is damaged")
     if audio.shape[1] > 1:
         if strict:
             raise DataError(f"{path}: {audio.shape[1]} channels, expected mono (--strict)")

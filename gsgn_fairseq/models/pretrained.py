@@ -15,7 +15,7 @@
   (the checkpoint moved), only the shapes are checked, with a warning.
 
 Checkpoints are read with ``fairseq.checkpoint_utils.load_checkpoint_to_cpu`` (safe loading,
-see ``checkpoint_compat``). Every parameter that maps to ours must have our shape, else a
+see ``fairseq_patches/checkpoint_compat.py``). Every parameter that maps to ours must have our shape, else a
 ``ValueError`` names both keys and shapes; nothing is copied in that case. The log lists what
 was loaded, which parameters of the target component stayed as initialised, and which
 checkpoint parameters of the mapped prefixes had no counterpart (e.g. extra layers).

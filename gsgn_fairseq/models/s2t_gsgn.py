@@ -148,7 +148,8 @@ class S2TGSGNEncoder(FairseqEncoder):
                 lengths (B,), by view name (``--unit-views`` with more than one name).
             gate_injector: callable ``g_fbank -> g_fbank`` applied once before Eq. 4 by the gated fusions.
             return_all_hiddens: also return every encoder layer's output.
-            utt_keys: (B,) utterance keys (``branch_sampler.utterance_key``), for ``--inference-branch sample``.
+            utt_keys: (B,) utterance keys (``keyed_random.utterance_key``), for ``--inference-branch
+                sample``, multi-stage dropout and the noise controls' noise.
             return_views: also return the ``gsgn_*`` / ``ctc_*`` entries of docs/INTERFACES.md
                 (the model's ``forward`` asks for them; beam search does not carry them).
         """

@@ -12,7 +12,7 @@ from .branch_sampler import (  # noqa: F401
     stage_for_epoch,
 )
 from .gated_fusion import GatedFusion, gate_activation  # noqa: F401
-from .noise import parse_noise_range, uniform_noise_like  # noqa: F401
+from .noise import keyed_noise, parse_noise_range  # noqa: F401
 from .unit_frontend import (  # noqa: F401
     MaskedConv1dSubsampler,
     UnitFrontend,

@@ -42,19 +42,19 @@ further views (:func:`unit_branch`).
 
 Evaluation with the paper's protocol (``--inference-branch sample``, Sec. III-B: the third
 stage's thresholds) draws each utterance's ``p`` from ``(seed, utterance key)`` alone
-(:func:`keyed_uniform`, a SplitMix64 hash; the key is a hash of the utterance id,
-:func:`utterance_key`), so an utterance takes the same branch at any batch size, in any order,
-in validation, ``--eval-bleu`` and ``fairseq-generate``, however often ``eval()`` is called.
-Training streams are keyed apart from it (:func:`stream_seed`), so a training draw never
+(``keyed_random.keyed_uniform``, a SplitMix64 hash; the key is a hash of the utterance
+id, ``keyed_random.utterance_key``), so an utterance takes the same branch at any batch size,
+in any order, in validation, ``--eval-bleu`` and ``fairseq-generate``, however often ``eval()`` is called.
+Training streams are keyed apart from it (``keyed_random.stream_seed``), so a training draw never
 repeats the inference draw of the same utterance.
 """
-import hashlib
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 from torch import Tensor
+
+from .keyed_random import keyed_uniform, stream_seed
 
 FBANK, UNIT, FUSION = 0, 1, 2
 BRANCH_NAMES = ("fbank", "unit", "fusion")
@@ -114,40 +114,8 @@ def unit_bounds(delta_fbank: float, delta_unit: UnitDeltas, n_views: int) -> Lis
     return bounds
 
 
-def utterance_key(utt_id: str) -> int:
-    """A stable 63-bit key of an utterance id (the same in every process and run)."""
-    return int.from_bytes(hashlib.blake2b(utt_id.encode("utf-8"), digest_size=8).digest(), "little") >> 1
-
-
-def keyed_uniform(keys: Tensor, seed: int) -> Tensor:
-    """(n,) float64 CPU draws in [0, 1), each a function of ``(seed, key)`` only (SplitMix64)."""
-    with np.errstate(over="ignore"):  # uint64 arithmetic wraps by design
-        z = keys.detach().cpu().numpy().astype(np.uint64) ^ np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
-        z = z + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return torch.from_numpy((z >> np.uint64(11)).astype(np.float64) / float(2**53))
-
-
-_MASK64 = 2**64 - 1
 # stream labels mixed into the training seeds (any distinct constants; inference uses the bare seed)
 UTTERANCE_STREAM, BATCH_STREAM = 0x6D7364_7574740A, 0x6D7364_6261740A
-
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def stream_seed(*parts: int) -> int:
-    """A 64-bit seed for :func:`keyed_uniform` from integers (e.g. stream label, seed, epoch)."""
-    h = 0
-    for part in parts:
-        h = _splitmix64(h ^ (int(part) & _MASK64))
-    return h
 
 
 def branches_from_uniform(p: Tensor, delta_fbank: float, delta_unit: UnitDeltas, n_views: int = 1) -> Tensor:

@@ -11,7 +11,9 @@
 
 Training draws come from ``(--seed, epoch, utterance key)`` per utterance, or ``(--seed,
 update)`` per batch (``branch_sampler.BranchSampler.sample_training``): different on every
-data-parallel rank, the same for one global batch. fairseq passes the update number in
+data-parallel rank, the same for one global batch. The noise controls' noise is keyed the
+same way (``noise.keyed_noise``): ``(--seed, epoch, utterance key)`` in training,
+``(--inference-seed, utterance key)`` at evaluation. fairseq passes the update number in
 ``set_num_updates`` (its task's ``train_step`` calls ``model.set_num_updates``).
 
 Several S-feature views (``--unit-views hubert,wavlm``, the paper's future work): one unit
@@ -42,7 +44,8 @@ from torch import Tensor
 from ..data.manifest import parse_unit_views
 from .branch_sampler import BRANCH_NAMES, FBANK, FUSION, UNIT, BranchSampler, branch_names, unit_branch
 from .gated_fusion import GatedFusion
-from .noise import parse_noise_range, uniform_noise_like
+from .keyed_random import stream_seed
+from .noise import keyed_noise, parse_noise_range
 from .unit_frontend import (
     MaskedConv1dSubsampler,
     UnitFrontend,
@@ -54,6 +57,7 @@ from .unit_frontend import (
 
 FUSIONS: Dict[str, Type["Fusion"]] = {}
 INFERENCE_BRANCHES = ("fusion", "fbank", "unit", "sample")  # and unit:NAME, one per S-feature view
+NOISE_STREAM = 0x6E6F6973650A  # keys the noise controls' draws apart from the branch draws
 
 
 def register_fusion(name: str):
@@ -248,7 +252,6 @@ class MultiviewFrontend(nn.Module):
         self.inference_seed = args.inference_seed
         self.train_seed = int(getattr(args, "seed", 1))  # fairseq's --seed (model args hold every flag)
         self.num_updates = 0
-        self._noise_generators: Dict[str, torch.Generator] = {}  # eval-mode noise, restarted on train()/eval()
 
     @property
     def unit_frontends(self) -> Dict[str, nn.Module]:
@@ -302,10 +305,6 @@ class MultiviewFrontend(nn.Module):
         """The optimizer update in progress (keys ``--msd-granularity batch`` draws)."""
         self.num_updates = int(num_updates)
 
-    def train(self, mode: bool = True):
-        self._noise_generators = {}
-        return super().train(mode)
-
     def select_branches(self, bsz: int, device, force_branch: Optional[str] = None, utt_keys: Optional[Tensor] = None) -> Tensor:
         """(B,) long branch per utterance (0 fbank, 1 unit, 2 fusion; 3, 4, ... further unit views)."""
         if force_branch is not None:
@@ -330,16 +329,20 @@ class MultiviewFrontend(nn.Module):
             return self.branch_sampler.sample_keyed(utt_keys, self.inference_seed, device)
         return torch.full((bsz,), self.branch_id(self.inference_branch), dtype=torch.long, device=device)
 
-    def _noise_like(self, x: Tensor) -> Tensor:
-        low, high = self.noise_range.float()  # 0-d tensors on x's device: no host sync
-        generator = None
-        if not self.training:
-            key = str(x.device)
-            if key not in self._noise_generators:
-                self._noise_generators[key] = torch.Generator(device=x.device)
-                self._noise_generators[key].manual_seed(self.inference_seed + 1)
-            generator = self._noise_generators[key]
-        return uniform_noise_like(x, low, high, generator=generator)
+    def _noise_like(self, x: Tensor, utt_keys: Optional[Tensor]) -> Tensor:
+        """(B, T, D) noise for the unit view: each utterance's from ``(--seed, epoch, key)`` in
+        training, ``(--inference-seed, key)`` at evaluation (keyed streams: any batch, any rank)."""
+        if utt_keys is None or utt_keys.numel() != x.size(0):
+            raise ValueError(
+                f"--fusion {self.fusion.name} draws each utterance's noise from its utterance id: net_input needs "
+                f"utt_keys ({x.size(0)},), which the multiview dataset's collater adds; got "
+                f"{None if utt_keys is None else tuple(utt_keys.shape)}"
+            )
+        if self.training:
+            seed = stream_seed(NOISE_STREAM, self.train_seed, self.branch_sampler.epoch)
+        else:
+            seed = stream_seed(NOISE_STREAM, self.inference_seed)
+        return keyed_noise(x, utt_keys, seed, self.noise_range)
 
     def forward(
         self,
@@ -394,7 +397,7 @@ class MultiviewFrontend(nn.Module):
                 x = align_time(x, max_len).masked_fill(pad3, 0.0)  # (B, T', D) -> (B, T, D)
                 x_units.append(x.to(x_fbank.dtype) if x_fbank is not None else x)
         elif self.noise_range is not None and (self.training or self.fusion.noise_in_eval):
-            x_units = [self._noise_like(x_fbank).masked_fill(pad3, 0.0)]  # (B, T, D): the unit view is noise
+            x_units = [self._noise_like(x_fbank, utt_keys).masked_fill(pad3, 0.0)]  # (B, T, D): the unit view is noise
 
         branch = self.select_branches(bsz, src_tokens.device, force_branch, utt_keys)  # (B,)
         x_fusion, g_fbank, g_units = self.fusion(x_fbank, x_units, padding_mask, gate_injector)  # (B, T, D)

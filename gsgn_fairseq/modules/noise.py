@@ -12,15 +12,21 @@ range; the noise itself is detached (no gradient).
 * ``noise-sum``: FBank-only model, ``x = x_fbank + noise``, in training only (a regulariser
   like dropout; evaluation and decoding stay deterministic).
 * ``noise-replace``: GSGN with ``x_unit`` replaced by noise, in training and inference alike
-  (the gate was trained on noise, so it must see noise at test time too; in eval mode the
-  model draws it from a generator with a fixed seed, so decoding the same batches is
-  reproducible; the noise is drawn for the padded batch tensor, so which value a frame gets
-  depends on the batch layout).
-"""
-from typing import Optional, Tuple, Union
+  (the gate was trained on noise, so it must see noise at test time too).
 
-import torch
+Each utterance's noise is a function of a seed and its utterance key (:func:`keyed_noise`,
+``keyed_random.keyed_uniform_frames``), not a draw from torch's generator: fairseq reseeds
+that with ``seed + update`` on every data-parallel rank, so every rank would add the same
+noise at the same batch positions, and at evaluation the noise of a frame would depend on
+the batch it was decoded in. The model keys training noise on ``(--seed, epoch)`` (fresh
+every epoch, different across ranks, the same on a resume) and evaluation noise on
+``--inference-seed`` (the same whatever the batch size or order).
+"""
+from typing import Tuple
+
 from torch import Tensor
+
+from .keyed_random import keyed_uniform_frames
 
 
 def parse_noise_range(spec: str, flag: str = "--noise-range") -> Tuple[float, float]:
@@ -34,18 +40,10 @@ def parse_noise_range(spec: str, flag: str = "--noise-range") -> Tuple[float, fl
     return low, high
 
 
-def uniform_noise_like(
-    x: Tensor,
-    low: Union[float, Tensor],
-    high: Union[float, Tensor],
-    generator: Optional[torch.Generator] = None,
-) -> Tensor:
-    """Noise ~ U[low, high) with the shape, dtype and device of ``x`` (no gradient).
-
-    ``low``/``high`` may be floats or 0-d tensors on ``x``'s device (no host sync then).
-    ``generator`` must live on ``x``'s device when given.
-    """
-    if not torch.is_tensor(low) and not torch.is_tensor(high) and not high >= low:
-        raise ValueError(f"noise range needs high >= low, got [{low}, {high}]")
-    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)
+def keyed_noise(x: Tensor, keys: Tensor, seed: int, noise_range: Tensor) -> Tensor:
+    """Noise ~ U[low, high) with the shape (B, T, D), dtype and device of ``x`` (no gradient),
+    utterance b's from ``(seed, keys[b])`` only: frame t gets the same value at any padded
+    length T, batch or position. ``noise_range``: (2,) tensor ``[low, high]``."""
+    low, high = noise_range.float()  # 0-d tensors on x's device: no host sync
+    u = keyed_uniform_frames(keys.to(x.device), seed, x.size(1), x.size(2))  # (B, T, D) in [0, 1)
     return (low + (high - low) * u).to(x.dtype).detach()

@@ -60,7 +60,7 @@ from .units import (
     iter_split_audio,
 )
 from ..data.zip_store import read_npy_ref, write_npy_zip, zip_manifest
-from ..cli import console_entry
+from ..console import console_entry
 
 logger = logging.getLogger("extract_units")
 

@@ -29,7 +29,7 @@ from ..data.mustc import SAMPLE_RATE, DataError, pair_dir
 from .units import (
     FEATURES, MAX_CHUNK, build_features, iter_features, iter_split_audio,
 )
-from ..cli import console_entry
+from ..console import console_entry
 
 logger = logging.getLogger("learn_kmeans")
 

@@ -66,7 +66,7 @@ from ..data.mustc import (
 from .units import (
     HubertFeatures, KMeansAssigner, MfccFeatures, iter_features, load_hubert, load_kmeans, num_frames,
 )
-from ..cli import console_entry
+from ..console import console_entry
 
 logger = logging.getLogger("pretrain_hubert")
 
@@ -276,7 +276,7 @@ def checkpoint_updates(path: Path) -> Optional[int]:
         return None
     import torch
 
-    from gsgn_fairseq import checkpoint_compat  # noqa: F401
+    from gsgn_fairseq.fairseq_patches import checkpoint_compat  # noqa: F401
 
     state = torch.load(path, map_location="cpu")
     history = state.get("optimizer_history") or [{}]

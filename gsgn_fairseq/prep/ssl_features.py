@@ -325,14 +325,14 @@ def _is_unilm_wavlm(path: Path) -> bool:
 def load_fairseq_ssl(checkpoint: Path, kinds: Sequence[str] = tuple(FAIRSEQ_MODELS)):
     """Load a fairseq SSL checkpoint of one of ``kinds``: ``(model, task_cfg, model_name)``.
 
-    Loading stays ``weights_only`` (``gsgn_fairseq.checkpoint_compat`` allow-lists fairseq's
+    Loading stays ``weights_only`` (``gsgn_fairseq.fairseq_patches.checkpoint_compat`` allow-lists fairseq's
     types). Anything else is a DataError naming the file.
     """
     from fairseq import checkpoint_utils
     from fairseq.models.hubert import HubertModel
     from fairseq.models.wav2vec import Wav2Vec2Model
 
-    from .. import checkpoint_compat  # noqa: F401  (allow-lists fairseq's checkpoint types)
+    from ..fairseq_patches import checkpoint_compat  # noqa: F401  (allow-lists fairseq's checkpoint types)
 
     path = Path(checkpoint)
     what = " or ".join(FAIRSEQ_MODELS[k] for k in kinds)
@@ -346,7 +346,7 @@ def load_fairseq_ssl(checkpoint: Path, kinds: Sequence[str] = tuple(FAIRSEQ_MODE
             raise DataError(
                 f"{path}: the checkpoint holds objects of type {name}, which loading with "
                 "weights_only does not allow; if you trust the file, add the type to "
-                "SAFE_GLOBALS in gsgn_fairseq/checkpoint_compat.py"
+                "SAFE_GLOBALS in gsgn_fairseq/fairseq_patches/checkpoint_compat.py"
             ) from None
         if _is_unilm_wavlm(path):
             raise DataError(

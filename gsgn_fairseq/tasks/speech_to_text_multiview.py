@@ -67,6 +67,7 @@ from ..data.multiview_dataset import (
 from ..data.manifest import DEFAULT_UNIT_VIEW, parse_num_units, parse_unit_views, unit_view_column
 from ..data.mustc import DataError
 from ..data.provenance import check_same_provenance, describe
+from ..modules.gate_targets import unwrap
 from ..scoring import BLEU_ORDER, bleu_from_statistics, bleu_statistics
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,18 @@ def _bleu_deriver(prefix: str):
     return compute
 
 
+def check_ctc_head_is_trained(model, criterion) -> None:
+    """A CTC head (``--use-ctc``) needs a CTC loss (``--ctc-weight`` > 0): otherwise its
+    parameters get no gradient, which c10d DDP refuses ("Expected to have finished reduction")."""
+    encoder = getattr(unwrap(model), "encoder", None)
+    if getattr(encoder, "ctc_proj", None) is None:
+        return
+    weight = getattr(criterion, "ctc_weight", None)
+    if not (weight is not None and weight > 0):
+        got = f"--ctc-weight {weight}" if weight is not None else f"criterion {type(criterion).__name__} has no --ctc-weight"
+        raise ValueError(f"--use-ctc builds a CTC head that only a CTC loss trains, but {got}: set --ctc-weight > 0 "
+                         f"(criterion label_smoothed_cross_entropy_with_gate) or drop --use-ctc")
+
 
 def check_data_config(path: Path) -> None:
     """The data config must be a YAML mapping (fairseq fails later with an AttributeError)."""
@@ -116,7 +129,7 @@ def check_data_config(path: Path) -> None:
 
 @register_task("speech_to_text_multiview")
 class SpeechToTextMultiviewTask(SpeechToTextTask):
-    restore_task_state_on_resume = True  # resume_task_state.py: the units' provenance
+    restore_task_state_on_resume = True  # fairseq_patches/resume_task_state.py: the units' provenance
 
     @classmethod
     def add_args(cls, parser):
@@ -184,6 +197,7 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
         self._set_unit_views(getattr(args, "unit_views", None), args.num_units)
         self.alignment = ViewAlignment(None, args.unit_length_tolerance)  # n: set by build_model
         self._building_from_checkpoint = False
+        self._ctc_checked = False  # check_ctc_head_is_trained, at the first train step
         self.eval_bleu = bool(getattr(args, "eval_bleu", False))
         self.eval_bleu_branches = [b for b in (getattr(args, "eval_bleu_branches", "") or "").split(",") if b]
         if self.eval_bleu_branches and not self.eval_bleu:
@@ -408,9 +422,12 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
         return self._building_from_checkpoint
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        """fairseq's train step; first tells the criterion the update number and ``ignore_grad``
-        when it wants them (the gate criterion's ``--gate-target-interval`` and pooled targets,
+        """fairseq's train step; first (once) refuses a CTC head without a CTC loss, and tells
+        the criterion the update number and ``ignore_grad`` when it wants them (the gate criterion's ``--gate-target-interval`` and pooled targets,
         docs/INTERFACES.md)."""
+        if not self._ctc_checked:
+            check_ctc_head_is_trained(model, criterion)
+            self._ctc_checked = True
         if hasattr(criterion, "set_num_updates"):
             criterion.set_num_updates(update_num)
         if hasattr(criterion, "set_ignore_grad"):  # fairseq's stand-in batch on a rank out of data

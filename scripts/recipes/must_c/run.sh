@@ -28,12 +28,12 @@
 # A finished stage leaves $EXP/.done/<stage>[.<variant>]; rerunning skips it.
 #
 # Precision: --precision auto trains in bf16 on a GPU that supports it (fp16 on older ones, fp32
-# on CPU); the plugin keeps fairseq 0.12's --bf16 on the GPU (gsgn_fairseq/bf16_cuda.py).
+# on CPU); the plugin keeps fairseq 0.12's --bf16 on the GPU (gsgn_fairseq/fairseq_patches/bf16_cuda.py).
 # Data parallel: --nproc N trains with N processes on this node (torchrun --standalone: one
 # per GPU, nccl; on a machine without GPUs N CPU processes, gloo); --train-launcher "CMD" puts
 # any launcher in front of fairseq-train instead, e.g. for node 0 of 2:
 #   --train-launcher "torchrun --nnodes 2 --node_rank 0 --master_addr HOST --master_port 29500 --nproc_per_node 8 --no-python"
-# (the same command on CPUs and GPUs: gsgn_fairseq/distributed_launch.py).
+# (the same command on CPUs and GPUs: gsgn_fairseq/fairseq_patches/distributed_launch.py).
 # Effective batch = max_tokens x processes x update_freq: keep it equal to compare runs.
 set -euo pipefail
 

@@ -6,13 +6,21 @@
 #   table3     concat                                                            (--side-seeds)
 #   table2     noise sum (FBank + noise), noise replace (noise for the S-feature)  (--side-seeds)
 #   mfcc       S-feature-only, GSGN, GSGN+Drop on MFCC k-means units              (--side-seeds)
+#   table4     pretrained initialisation: an ASR and an MT model pretrained on the corpus
+#              (scripts/recipes/must_c/pretrain.sh, once), then FBank-only, S-feature-only,
+#              GSGN, GSGN+Drop from them                                         (--side-seeds)
 # then the report: test BLEU / chrF / convergence epoch as mean ± sd over seeds, paired
 # bootstrap p-values per seed, epochs and wall-clock to FBank-only's best dev BLEU, figures,
 # all written to $EXP/report/ (and to docs/RESULTS.md with --results FILE).
 #
 #   scripts/recipes/toy/run_study.sh [--data-root data/toy_study] [--tgt-lang de] [--exp exp/toy_study]
-#       [--units hubert-toy] [--seeds 1,2,3] [--side-seeds 1] [--parts table1,ablations,table3,table2,mfcc]
+#       [--units hubert-toy] [--seeds 1,2,3] [--side-seeds 1] [--parts table1,ablations,table4,table3,table2,mfcc]
 #       [--parallel 2] [--patience 5] [--max-epoch 80] [--results docs/RESULTS.md] [--report-only]
+#       [--from-archive DIR]
+#
+# --from-archive DIR: start from the finished runs archived by study_report.py --archive (their
+# logs, scores and hypotheses; no checkpoints), which are then not trained again, and from the
+# archived multi-stage-dropout schedule.
 #
 # Every training stops early (--patience validations without a better dev loss) under a cap
 # (--max-epoch) well above where runs stop; the best --n-avg checkpoints are averaged and the
@@ -23,7 +31,8 @@
 # ($EXP/msd_schedule.json records E and the schedule; --msd-schedule fixes it instead).
 #
 # Layout: $EXP/seed$S/<variant>/ (runs of seed S), $EXP/mfcc/seed$S/ with the MFCC units in
-# $EXP/data_mfcc (a hard-linked copy of the corpus), $EXP/hubert_toy/ (the pretrained toy HuBERT).
+# $EXP/data_mfcc (a hard-linked copy of the corpus), $EXP/pretrain/{asr,mt}/ and
+# $EXP/pretrained/seed$S/ (Table IV), $EXP/hubert_toy/ (the pretrained toy HuBERT).
 # A rerun resumes: each training from its checkpoint_last.pt, each stage from its .done marker.
 # The default --data-root is generated (the toy corpus); any other must already exist.
 set -euo pipefail
@@ -32,6 +41,7 @@ ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 cd "$ROOT_DIR"
 PY=${PY:-$ROOT_DIR/.venv/bin/python}
 RUN_SH=${RUN_SH:-scripts/recipes/must_c/run.sh}  # the recipe (a test puts a stand-in here)
+PRETRAIN_SH=${PRETRAIN_SH:-scripts/recipes/must_c/pretrain.sh}
 source scripts/recipes/toy/toy_flags.sh
 
 data_root=data/toy_study
@@ -40,7 +50,7 @@ exp=exp/toy_study
 units=hubert-toy
 seeds=1,2,3
 side_seeds=""            # default: the first of --seeds
-parts=table1,ablations,table3,table2,mfcc
+parts=table1,ablations,table4,table3,table2,mfcc
 parallel=2
 patience=5
 max_epoch=80
@@ -48,6 +58,7 @@ n_avg=$TOY_N_AVG
 msd_schedule=""          # default: the paper's, scaled to FBank-only's convergence epoch
 results=""
 report_only=0
+from_archive=""
 extra=""                 # more run.sh flags for every training, e.g. "--arch s2t_gsgn_s --max-tokens 40000"
 while [ $# -gt 0 ]; do
   case $1 in
@@ -56,7 +67,7 @@ while [ $# -gt 0 ]; do
   name=${1#--}; name=${name//-/_}
   [ $# -ge 2 ] || { echo "missing value for $1" >&2; exit 1; }
   case $name in
-    data_root|tgt_lang|exp|units|seeds|side_seeds|parts|parallel|patience|max_epoch|n_avg|msd_schedule|results|extra)
+    data_root|tgt_lang|exp|units|seeds|side_seeds|parts|parallel|patience|max_epoch|n_avg|msd_schedule|results|extra|from_archive)
       printf -v "$name" '%s' "$2"; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 1 ;;
   esac
@@ -66,7 +77,7 @@ side_seeds=${side_seeds:-${seed_list[0]}}
 IFS=, read -r -a side_list <<< "$side_seeds"
 IFS=, read -r -a part_list <<< "$parts"
 for p in "${part_list[@]}"; do
-  case $p in table1|ablations|table3|table2|mfcc) ;; *) echo "--parts: unknown part '$p' (table1 ablations table3 table2 mfcc)" >&2; exit 1 ;; esac
+  case $p in table1|ablations|table4|table3|table2|mfcc) ;; *) echo "--parts: unknown part '$p' (table1 ablations table4 table3 table2 mfcc)" >&2; exit 1 ;; esac
 done
 has_part() { [[ ",$parts," == *",$1,"* ]]; }
 first=${seed_list[0]}
@@ -105,6 +116,21 @@ if [ $report_only = 0 ]; then
   fi
 fi
 
+if [ -n "$from_archive" ]; then
+  [ -d "$from_archive" ] || { echo "--from-archive $from_archive: no such directory" >&2; exit 1; }
+  [ -f "$from_archive/msd_schedule.json" ] && cp -n "$from_archive/msd_schedule.json" "$exp/"
+  for bleu in "$from_archive"/seed*/*/bleu-tst-COMMON.json "$from_archive"/mfcc/seed*/*/bleu-tst-COMMON.json; do
+    [ -f "$bleu" ] || continue
+    src=$(dirname "$bleu"); rel=${src#"$from_archive"/}; v=${rel##*/}; dst=$exp/$rel
+    [ -f "$dst/bleu-tst-COMMON.json" ] && continue
+    mkdir -p "$dst" "$(dirname "$dst")/.done"
+    cp -p "$src"/* "$dst/"
+    [ -f "$src/../noise_range.json" ] && cp -n "$src/../noise_range.json" "$(dirname "$dst")/"
+    for st in train average decode; do touch "$(dirname "$dst")/.done/$st.$v"; done
+    log "from the archive: $rel (not trained again)"
+  done
+fi
+
 # ---- the jobs: "group:seed:variant", part by part in --parts order, seed by seed; the first
 # seed's FBank-only comes first (it fixes the schedule of the multi-stage-dropout runs)
 jobs=()
@@ -115,13 +141,17 @@ for p in "${part_list[@]}"; do
     ablations) add main "${seed_list[*]}" "gsgn_drop_nogate gsgn_drop_exact" ;;
     table3) add main "${side_list[*]}" concat ;;
     mfcc) add mfcc "${side_list[*]}" "unit gsgn gsgn_drop" ;;
+    table4) jobs+=("pretrain:0:asr_mt"); add pre "${side_list[*]}" "fbank unit gsgn gsgn_drop" ;;
     table2) add main "${side_list[*]}" "noise_sum noise_replace" ;;
   esac
 done
 
 group_data() { if [ "$1" = mfcc ]; then echo "$exp/data_mfcc"; else echo "$data_root"; fi; }
 group_units() { if [ "$1" = mfcc ]; then echo mfcc; else echo "$units"; fi; }
-run_dir() { if [ "$1" = mfcc ]; then echo "$exp/mfcc/seed$2"; else echo "$exp/seed$2"; fi; }
+run_dir() {
+  case $1 in mfcc) echo "$exp/mfcc/seed$2" ;; pre) echo "$exp/pretrained/seed$2" ;; *) echo "$exp/seed$2" ;; esac
+}
+pretrained=$exp/pretrain
 
 schedule_json=$exp/msd_schedule.json
 scale_schedule() {  # the paper's schedule scaled to FBank-only's convergence epoch (first seed)
@@ -147,6 +177,10 @@ EOF
 ready() {  # $1 job: can it start now?
   local g s v
   IFS=: read -r g s v <<< "$1"
+  # Table IV's runs start from the pretrained models
+  if [ "$g" = pre ]; then
+    [ -f "$pretrained/.done/mt" ] || [ -f "$claims/pretrain:0:asr_mt/failed" ] || return 1
+  fi
   case $v in
     gsgn_drop*) scale_schedule >/dev/null || [ -f "$claims/main:$first:fbank/failed" ] ;;
     # Table II's noise spans the S-feature's range, measured (run.sh) on this seed's gsgn run
@@ -163,16 +197,33 @@ run_job() {  # $1 job, $2 threads
     case $v in gsgn_drop*) echo "no multi-stage-dropout schedule: $schedule_json (FBank-only of seed $first did not finish)" >&2; return 1 ;; esac
     sched="1:0.3,0.0;10:0.5,0.3;25:0.3,0.0"  # unused by the variants without multi-stage dropout
   }
+  if [ "$g" = pretrain ]; then
+    log "start $1: ASR and MT pretraining in $pretrained"
+    # shellcheck disable=SC2046
+    OMP_NUM_THREADS=$2 "$PRETRAIN_SH" --data-root "$data_root" --tgt-lang "$tgt_lang" --out "$pretrained" \
+      --arch "$(recipe_value arch)" --max-tokens "$(recipe_value max_tokens)" --lr "$(recipe_value lr)" \
+      --warmup "$(recipe_value warmup)" --max-epoch "$max_epoch" --patience "$patience" --n-avg "$n_avg" \
+      --num-workers "$(recipe_value num_workers)"
+    return
+  fi
+  local init=()
+  [ "$g" = pre ] && init=(--init-asr "$pretrained/asr/checkpoint_avg$n_avg.pt" --init-mt "$pretrained/mt/checkpoint_avg$n_avg.pt")
   d=$(run_dir "$g" "$s")
   log "start $1 in $d (msd schedule $sched)"
   # shellcheck disable=SC2046
   OMP_NUM_THREADS=$2 "$RUN_SH" $(recipe_flags "$(group_data "$g")" "$d" "$(group_units "$g")") \
-    --msd-schedule "$sched" --seed "$s" --variants "$v" --stage 2 --stop-stage 4
+    --msd-schedule "$sched" --seed "$s" --variants "$v" --stage 2 --stop-stage 4 "${init[@]}"
+}
+recipe_value() {  # the value of run.sh flag --$1 in the study's recipe flags (the last one wins)
+  local flags v="" prev=""
+  read -r -a flags <<< "$(recipe_flags "$data_root" "$exp" "$units")"
+  for f in "${flags[@]}"; do [ "$prev" = "--${1//_/-}" ] && v=$f; prev=$f; done
+  echo "$v"
 }
 
 claims=$exp/.claims
 worker() {  # $1 worker id, $2 threads: takes the first unclaimed job that is ready, until none is left
-  local j picked pending
+  local j picked pending g s v
   while true; do
     picked=""; pending=0
     for j in "${jobs[@]}"; do
@@ -185,6 +236,8 @@ worker() {  # $1 worker id, $2 threads: takes the first unclaimed job that is re
       [ $pending = 0 ] && return 0
       sleep 20; continue
     fi
+    IFS=: read -r g s v <<< "$picked"
+    if [ "$g" != pretrain ] && [ -f "$(run_dir "$g" "$s")/.done/decode.$v" ]; then log "already finished: $picked"; continue; fi
     if run_job "$picked" "$2"; then log "done $picked"; else
       log "FAILED $picked (see $exp/study_worker$1.log)"; touch "$claims/$picked/failed"
     fi

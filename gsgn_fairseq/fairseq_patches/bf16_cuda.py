@@ -10,12 +10,12 @@ and ``fairseq-validate`` start (``fairseq-generate`` never looks at ``tpu``), an
 ``tpu`` when all of these hold: ``--bf16`` is set, CUDA is available, ``--cpu`` is not set and torch_xla is not
 installed (a real TPU setup keeps fairseq's behaviour).
 """
-import functools
 import importlib.util
 import logging
 
 import torch
-from fairseq.distributed import utils as distributed_utils
+
+from . import run_before_call_main
 
 logger = logging.getLogger(__name__)
 
@@ -44,17 +44,7 @@ def clear_tpu_for_cuda_bf16(cfg) -> bool:
 
 
 def _install() -> None:
-    original = distributed_utils.call_main
-    if getattr(original, "_gsgn_bf16_cuda", False):
-        return
-
-    @functools.wraps(original)
-    def call_main(cfg, main, **kwargs):
-        clear_tpu_for_cuda_bf16(cfg)
-        return original(cfg, main, **kwargs)
-
-    call_main._gsgn_bf16_cuda = True
-    distributed_utils.call_main = call_main
+    run_before_call_main(clear_tpu_for_cuda_bf16, "_gsgn_bf16_cuda")
 
 
 _install()

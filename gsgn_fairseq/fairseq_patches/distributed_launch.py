@@ -25,14 +25,14 @@ imported while the arguments are parsed, before ``call_main``) fixes each where 
 Ranks launched by hand (``--distributed-init-method tcp://...`` with ``--distributed-rank``)
 and TPU runs are left to fairseq.
 """
-import functools
 import logging
 import os
 
 import torch
-from fairseq.distributed import utils as distributed_utils
 from fairseq.models import distributed_fairseq_model
 from torch.nn.parallel import DistributedDataParallel
+
+from . import run_before_call_main
 
 logger = logging.getLogger(__name__)
 
@@ -92,16 +92,7 @@ class CpuAwareDistributedDataParallel(DistributedDataParallel):
 
 
 def _install() -> None:
-    original = distributed_utils.call_main
-    if not getattr(original, "_gsgn_torchrun", False):
-
-        @functools.wraps(original)
-        def call_main(cfg, main, **kwargs):
-            configure_torchrun(cfg)
-            return original(cfg, main, **kwargs)
-
-        call_main._gsgn_torchrun = True
-        distributed_utils.call_main = call_main
+    run_before_call_main(configure_torchrun, "_gsgn_torchrun")
     distributed_fairseq_model.DistributedDataParallel = CpuAwareDistributedDataParallel
 
 
