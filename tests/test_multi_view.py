@@ -450,3 +450,27 @@ def test_the_k_of_each_set_is_checked(own_data):
         build(own_data, "--fusion", "gsgn", num_units=str(K))
     with pytest.raises(ValueError, match="3 values for the 2 unit views"):
         build(own_data, "--fusion", "gsgn", num_units=f"{K},{K2},{K}")
+
+
+@pytest.mark.parametrize("reading", ["exact", "factorized"])
+def test_three_sets_train_a_step_of_the_real_model(tmp_path, reading):
+    data = make_tiny_multiview_data(tmp_path / "tiny", n_train=8, n_valid=2, num_units=K,
+                                    unit_sets={"wavlm": K2, "w2v": 16})
+    model, task = build(data, "--fusion", "gsgn", "--multi-stage-dropout", "--msd-schedule", "1:0.1,0.1,0.1,0.3",
+                        views="units,wavlm,w2v", num_units=f"{K},{K2},16")
+    assert model.encoder.frontend.available_branches == (FBANK, UNIT, FUSION, 3, 4)
+    criterion = LabelSmoothedCrossEntropyWithGateCriterion(
+        task, sentence_avg=False, label_smoothing=0.1, gate_target=reading, gate_target_granularity="utterance")
+    model.train()
+    sample = batch(task, range(8))
+    loss, _, log = criterion(model, sample)
+    loss.backward()
+    assert {f"gate_cos_count_{n}" for n in ("units", "wavlm", "w2v")} <= set(log)
+    assert {f"branch_unit_{n}" for n in ("units", "wavlm", "w2v")} <= set(log)
+    n_fusion = int(log["branch_fusion"])
+    assert n_fusion > 0 and log["gate_target_count"].item() == n_fusion
+    for n in ("units", "wavlm", "w2v"):
+        assert log[f"gate_cos_count_{n}"].item() == n_fusion
+    grads = model.encoder.frontend.fusion.gate.fbank_gate.weight_views
+    assert len(grads) == 2 and all(w.grad is not None and w.grad.abs().sum() > 0 for w in grads)
+    assert model.encoder.frontend.more_unit_frontends["w2v"].embed_units.weight.grad is not None

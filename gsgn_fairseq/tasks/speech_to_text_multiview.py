@@ -185,7 +185,7 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
             type=str,
             default="",
             metavar="B[,B...]",
-            help="with --eval-bleu, also decode with each of these inference branches (fusion, fbank, unit, "
+            help="with --eval-bleu, also decode with each of these inference branches (fusion, fbank, unit, unit:NAME, "
                  "sample) and log bleu_<branch>; 'bleu' stays the model's own --inference-branch",
         )
 
