@@ -488,7 +488,7 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
             for branch in self.eval_bleu_branches:
                 with frontend.inference_branch_as(branch):
                     logging_output.update(self._inference_with_bleu(
-                        self.sequence_generator, sample, model, prefix=f"_bleu_{branch}"))
+                        self.sequence_generator, sample, model, prefix=f"_bleu_{branch.replace(':', '_')}"))
         return loss, sample_size, logging_output
 
     def reduce_metrics(self, logging_outputs, criterion):
@@ -502,7 +502,8 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
         # One meter per statistic, summed over the batches of a validation. Plain ints (not
         # numpy arrays as in translation): the meters go into checkpoints, which torch's
         # weights_only loader must be able to read back.
-        for name, prefix in [("bleu", "_bleu")] + [(f"bleu_{b}", f"_bleu_{b}") for b in self.eval_bleu_branches]:
+        branches = [b.replace(":", "_") for b in self.eval_bleu_branches]  # unit:NAME is logged as bleu_unit_NAME
+        for name, prefix in [("bleu", "_bleu")] + [(f"bleu_{b}", f"_bleu_{b}") for b in branches]:
             for key in BLEU_STAT_KEYS:
                 metrics.log_scalar(f"{prefix}_{key}", sum_logs(f"{prefix}_{key}"))
             # logged even when nothing matches (0), so --best-checkpoint-metric bleu always finds it
