@@ -481,8 +481,13 @@ def main(argv=None):
     write_json_atomic(rep / "study.json", record)
     print(md)
     if args.archive:
+        import shutil
+
         files = archive(args.exp, args.archive)
         write_text_atomic(args.archive / "report.md", md)
+        for fig in figs:
+            if fig:
+                shutil.copy2(fig, args.archive / fig.name)
         print(f"archived {len(files)} files of the finished runs in {args.archive}")
     if args.results:
         sys.path.insert(0, str(Path(__file__).parent))
