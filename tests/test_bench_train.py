@@ -39,3 +39,34 @@ def test_bench_train_smoke(tmp_path):
     assert modes["fbank"]["params"] == modes["s2t_transformer"]["params"]
     assert "--encoder-layers" in modes["s2t_transformer"]["fairseq_argv"]
     assert "gsgn-factorized/fbank" in proc.stdout and "fbank/s2t_transformer" in proc.stdout
+
+
+def test_bench_e2e_runs_real_fairseq_train_and_decoding(tmp_path):
+    """scripts/bench_e2e.py: whole fairseq-train processes per mode, per-update ratios with
+    start-up removed, decoding timed in-process, the goals table."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tiny_mustc import make_tiny_mustc
+
+    root = Path(__file__).resolve().parents[1]
+    make_tiny_mustc(tmp_path / "data", n_talks=3, segs_per_talk=4)
+    env = {**os.environ, "PY": sys.executable, "OMP_NUM_THREADS": "1"}
+    prep = subprocess.run([str(root / "scripts/recipes/must_c/run.sh"), "--data-root", str(tmp_path / "data"),
+                           "--tgt-lang", "de", "--exp", str(tmp_path / "exp"), "--vocab-size", "60", "--jobs", "1",
+                           "--units", "mfcc", "--n-clusters", "8", "--km-percent", "1", "--stage", "0", "--stop-stage", "1"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert prep.returncode == 0, prep.stderr[-2000:]
+    out = tmp_path / "bench.json"
+    p = subprocess.run([sys.executable, str(root / "scripts/bench_e2e.py"), "--data", str(tmp_path / "data/en-de"),
+                        "--num-units", "8", "--archs", "s2t_gsgn_tiny:3000", "--modes", "fbank,gsgn_drop,s2t_transformer",
+                        "--updates", "1,3", "--rounds", "1", "--threads", "1", "--json", str(out)],
+                       cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    res = json.loads(out.read_text())["archs"]["s2t_gsgn_tiny"]
+    assert set(res["ms_per_update"]) == {"fbank", "gsgn_drop", "s2t_transformer"}
+    assert res["ratio_to_fbank"]["fbank"] == 1.0 and all(v > 0 for v in res["decode_s"].values())
+    assert "s2t_gsgn_tiny: gsgn_drop / fbank per update" in p.stdout and "fbank / s2t_transformer decoding" in p.stdout

@@ -1,0 +1,201 @@
+#!/usr/bin/env python
+"""What users pay, end to end: real ``fairseq-train`` and decoding, as ratios to FBank-only.
+
+For each ``--archs`` entry and each mode (FBank-only, GSGN, GSGN+Drop with each gate-target
+reading, fairseq's ``s2t_transformer`` of the same size), ``fairseq-train`` runs as a whole
+process twice, for ``N_short`` and ``N_long`` updates (``--updates N_short,N_long``), on the
+same prepared data; the per-update wall-clock is ``(t_long - t_short) / (N_long - N_short)``,
+so start-up, data loading set-up and the final checkpoint cancel. Modes alternate within a
+round and the order rotates between rounds, so a change of machine load hits every mode
+alike; the figure is the median over ``--rounds``. Decoding: the whole ``--decode-subset``
+with beam 5, in-process (``task.inference_step``, ``time.perf_counter`` around the decoding
+alone), with each mode's long-run checkpoint or ``--decode-checkpoints MODE=PATH`` (trained
+models: decode time depends on the hypotheses' lengths), multi-stage-dropout models with
+the ``sample`` protocol.
+
+    python scripts/bench_e2e.py --data data/toy/en-de --archs s2t_gsgn_tiny:10000,s2t_gsgn_s:3000 \
+        --updates 10,150 --rounds 3 --json bench_e2e.json
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List
+
+from bench_train import GATE_CRITERION, S2T, common_fairseq_argv, s2t_transformer_argv
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+GATE = ["--criterion", GATE_CRITERION, "--gate-target-granularity", "utterance"]
+MSD = ["--multi-stage-dropout", "--msd-schedule", "1:0.3,0.0;2:0.5,0.3;3:0.3,0.0"]
+MODES = {  # name -> (our arch or s2t_transformer, extra fairseq-train arguments)
+    "fbank": ("gsgn", [*GATE, "--fusion", "fbank"]),
+    "gsgn": ("gsgn", [*GATE, "--fusion", "gsgn", "--gate-target", "factorized"]),
+    "gsgn_drop": ("gsgn", [*GATE, "--fusion", "gsgn", "--gate-target", "factorized", *MSD]),
+    "gsgn_drop_exact_i10": ("gsgn", [*GATE, "--fusion", "gsgn", "--gate-target", "exact", "--gate-target-interval", "10", *MSD]),
+    S2T: ("s2t", ["--criterion", "label_smoothed_cross_entropy"]),  # fairseq's own task: no units read
+}
+GOALS = {("gsgn_drop", "fbank", "s2t_gsgn_tiny"): 1.10, ("gsgn_drop", "fbank", "s2t_gsgn_s"): 1.05,
+         ("fbank", S2T, None): 1.03}
+DECODE_GOALS = {("gsgn_drop", "fbank"): 1.10, ("fbank", S2T): 1.03}
+
+
+def model_args(arch: str):
+    from argparse import Namespace
+
+    from fairseq.models import ARCH_CONFIG_REGISTRY
+
+    import gsgn_fairseq  # noqa: F401
+
+    m = Namespace()
+    ARCH_CONFIG_REGISTRY[arch](m)
+    return m
+
+
+def train_argv(args, arch: str, max_tokens: int, mode: str, save_dir: Path, updates: int) -> List[str]:
+    kind, extra = MODES[mode]
+    ns = argparse.Namespace(data=str(args.data), config_yaml="config_st.yaml", num_units=args.num_units,
+                            train_subset="train_st", max_tokens=max_tokens, seed=1, device="cpu" if args.cpu else "cuda",
+                            precision="fp32" if args.cpu else "bf16", fairseq_args="")
+    argv = common_fairseq_argv(ns)
+    if kind == "s2t":
+        i = argv.index("--task")
+        argv[i + 1] = "speech_to_text"
+        j = argv.index("--num-units")
+        del argv[j:j + 2]
+        argv += s2t_transformer_argv(model_args(arch))
+    else:
+        argv += ["--arch", arch]
+    return [str(BIN / "fairseq-train"), *argv, *extra, "--max-update", str(updates), "--max-epoch", "1000",
+            "--save-dir", str(save_dir), "--no-epoch-checkpoints", "--save-interval-updates", str(updates),
+            "--keep-interval-updates", "1", "--disable-validation"]
+
+
+def timed(cmd: List[str], threads: int) -> float:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    t = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    elapsed = time.perf_counter() - t
+    if p.returncode != 0:
+        raise SystemExit(f"failed (exit {p.returncode}): {' '.join(cmd)}\n{(p.stdout + p.stderr)[-3000:]}")
+    return elapsed
+
+
+def decode_seconds(ckpt: Path, data: Path, subset: str, beam: int, msd: bool, cpu: bool) -> float:
+    import torch
+    from fairseq import checkpoint_utils
+
+    overrides = {"data": str(data)}
+    if msd:
+        overrides["inference_branch"] = "sample"
+    models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(ckpt)], arg_overrides=overrides)
+    model = models[0].eval()
+    if not cpu:
+        model = model.cuda()
+    task.load_dataset(subset)
+    gen = task.build_generator([model], argparse.Namespace(beam=beam, lenpen=1.0))
+    itr = task.get_batch_iterator(task.dataset(subset), max_tokens=50000, required_batch_size_multiple=1,
+                                  seed=1).next_epoch_itr(shuffle=False)
+    batches = list(itr)
+    total = 0.0
+    with torch.no_grad():
+        for b in batches:
+            if not cpu:
+                from fairseq import utils
+
+                b = utils.move_to_cuda(b)
+            t = time.perf_counter()
+            task.inference_step(gen, [model], b)
+            if not cpu:
+                torch.cuda.synchronize()
+            total += time.perf_counter() - t
+    return total
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True, help="a prepared pair with units (e.g. data/toy/en-de)")
+    p.add_argument("--num-units", type=int, default=100)
+    p.add_argument("--archs", default="s2t_gsgn_tiny:10000,s2t_gsgn_s:3000", help="ARCH:MAX_TOKENS,...")
+    p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--updates", default="10,150", help="N_short,N_long")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--decode-subset", default="tst-COMMON_st")
+    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--decode-checkpoints", nargs="*", default=[], help="MODE=CHECKPOINT (trained models)")
+    p.add_argument("--no-decode", action="store_true")
+    p.add_argument("--gpu", dest="cpu", action="store_false", help="train in bf16 on the GPU")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args()
+    modes = args.modes.split(",")
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or "fbank" not in modes:
+        p.error(f"--modes: unknown {unknown} (known: {', '.join(MODES)}); fbank is the baseline and must be there")
+    n_short, n_long = (int(x) for x in args.updates.split(","))
+    if not 0 < n_short < n_long:
+        p.error(f"--updates must be N_short,N_long with 0 < N_short < N_long, got {args.updates}")
+    archs = [(a.split(":")[0], int(a.split(":")[1])) for a in args.archs.split(",")]
+    result: Dict[str, dict] = {"updates": [n_short, n_long], "rounds": args.rounds, "threads": args.threads, "archs": {}}
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        for arch, max_tokens in archs:
+            per_update: Dict[str, List[float]] = {m: [] for m in modes}
+            for r in range(args.rounds):
+                order = modes[r % len(modes):] + modes[: r % len(modes)]
+                for mode in order:
+                    times = []
+                    for n in (n_short, n_long):
+                        save = work / arch / mode / str(n)
+                        times.append(timed(train_argv(args, arch, max_tokens, mode, save, n), args.threads))
+                    per_update[mode].append((times[1] - times[0]) / (n_long - n_short))
+                    print(f"{arch} round {r + 1} {mode}: {1000 * per_update[mode][-1]:.1f} ms/update", flush=True)
+            med = {m: statistics.median(v) for m, v in per_update.items()}
+            entry = {"max_tokens": max_tokens, "ms_per_update": {m: 1000 * v for m, v in med.items()},
+                     "ratio_to_fbank": {m: med[m] / med["fbank"] for m in modes}, "runs_ms": per_update}
+            if not args.no_decode:
+                ckpts = dict(item.split("=", 1) for item in args.decode_checkpoints)
+                secs: Dict[str, List[float]] = {m: [] for m in modes}
+                for r in range(args.rounds):
+                    for mode in modes[r % len(modes):] + modes[: r % len(modes)]:
+                        ckpt = Path(ckpts.get(mode, work / arch / mode / str(n_long) / "checkpoint_last.pt"))
+                        secs[mode].append(decode_seconds(ckpt, args.data, args.decode_subset, args.beam,
+                                                         "--multi-stage-dropout" in MODES[mode][1], args.cpu))
+                dmed = {m: statistics.median(v) for m, v in secs.items()}
+                entry["decode_s"] = dmed
+                entry["decode_ratio_to_fbank"] = {m: dmed[m] / dmed["fbank"] for m in modes}
+            result["archs"][arch] = entry
+    lines = ["| arch | mode | ms / update | / FBank-only | decode s | decode / FBank-only |", "|---|---|---|---|---|---|"]
+    for arch, e in result["archs"].items():
+        for m in modes:
+            d = e.get("decode_s", {}).get(m)
+            lines.append(f"| {arch} | {m} | {e['ms_per_update'][m]:.1f} | {e['ratio_to_fbank'][m]:.3f} | "
+                         f"{'-' if d is None else f'{d:.2f}'} | "
+                         f"{'-' if d is None else format(e['decode_ratio_to_fbank'][m], '.3f')} |")
+    lines += ["", "| goal | measured | target |", "|---|---|---|"]
+    for arch, e in result["archs"].items():
+        r = e["ratio_to_fbank"]
+        for (num, den, goal_arch), goal in GOALS.items():
+            if (goal_arch in (None, arch)) and num in r and den in r:
+                v = r[num] / r[den]
+                lines.append(f"| {arch}: {num} / {den} per update | {v:.3f} | <= {goal} {'met' if v <= goal else '**missed**'} |")
+        dr = e.get("decode_ratio_to_fbank")
+        for (num, den), goal in DECODE_GOALS.items():
+            if dr and num in dr and den in dr:
+                v = dr[num] / dr[den]
+                lines.append(f"| {arch}: {num} / {den} decoding | {v:.3f} | <= {goal} {'met' if v <= goal else '**missed**'} |")
+    table = "\n".join(lines)
+    print(table)
+    result["table"] = table
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
