@@ -187,6 +187,17 @@ def dev_dips(st: Study, seeds: List[int]) -> (str, dict):
 
 
 # ------------------------------------------------------------------ figures
+def _save(fig, title: str, out: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def plot_curves(st: Study, variants: List[str], seeds: List[int], out: Path) -> Optional[Path]:
     """Dev BLEU and dev loss against epoch: the mean over seeds with a min-max band."""
     import matplotlib
@@ -217,12 +228,7 @@ def plot_curves(st: Study, variants: List[str], seeds: List[int], out: Path) -> 
         return None
     for ax, label in zip(axes, ("dev BLEU (greedy)", "dev loss")):
         ax.set_xlabel("epoch"); ax.set_ylabel(label); ax.grid(alpha=0.3); ax.legend(fontsize=8)
-    fig.suptitle("Learning curves: mean over seeds, band = min..max")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, "Learning curves: mean over seeds, band = min..max", out)
 
 
 def plot_mechanism(runs: Dict[str, Path], out: Path) -> Optional[Path]:
@@ -247,12 +253,7 @@ def plot_mechanism(runs: Dict[str, Path], out: Path) -> Optional[Path]:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1)
             ax.set_title(f"{name}: {label}", fontsize=9)
             ax.set_xlabel("update"); ax.grid(alpha=0.3)
-    fig.suptitle("Gradient conflict (paper Fig. 3) and the FBank gate (Fig. 4), GSGN+Drop")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, "Gradient conflict (paper Fig. 3) and the FBank gate (Fig. 4), GSGN+Drop", out)
 
 
 # ------------------------------------------------------------------ claims
