@@ -17,20 +17,21 @@ resamples) per seed, and over seeds a paired t-test of the per-seed BLEU differe
 there are at least two seeds).
 """
 import argparse
-import json
+import functools
 import statistics
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from convergence import compare as convergence_compare
-from plot_training import parse_log
+from plot_training import parse_log as _parse_log
 from results_table import collect
 
 from gsgn_fairseq.fileio import write_json_atomic, write_text_atomic
 from gsgn_fairseq.scoring import paired_bootstrap, read_checked_output, read_references
 
 SPLIT = "tst-COMMON"
+parse_log = functools.lru_cache(maxsize=None)(_parse_log)  # each log is read by several tables and figures
 NAMES = {
     "fbank": "FBank-only", "unit": "S-feature-only", "gsgn": "GSGN", "gsgn_drop": "GSGN+Drop",
     "gsgn_drop_nogate": "GSGN+Drop, no gate loss", "gsgn_drop_exact": "GSGN+Drop, exact target",
