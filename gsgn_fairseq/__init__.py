@@ -11,4 +11,5 @@ from .fairseq_patches import checkpoint_compat  # noqa: F401  (must run before f
 from .fairseq_patches import distributed_launch  # noqa: F401
 from .fairseq_patches import bf16_cuda  # noqa: F401  (fairseq 0.12 takes --bf16 for a TPU)
 from .fairseq_patches import resume_task_state  # noqa: F401  (fairseq 0.12 drops the task state on resume)
+from .fairseq_patches import collect_before_fork  # noqa: F401  (old loader iterators collected in new workers)
 from . import criterions, models, tasks  # noqa: F401

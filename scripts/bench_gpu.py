@@ -78,7 +78,9 @@ class Bench:
                                env={**os.environ, **(env or {})}, cwd=ROOT)
             el = time.time() - t
         if p.returncode:
-            raise RuntimeError(f"{name}: exit {p.returncode} (see bench_gpu.log)")
+            where = log or self.log
+            tail = [l for l in Path(where).read_text(errors="replace").splitlines() if l.strip()][-15:]
+            raise RuntimeError(f"{name}: exit {p.returncode} ({where.name}; its last lines:\n" + "\n".join(tail) + ")")
         return el
 
     def section(self, name, fn):

@@ -26,7 +26,7 @@ def test_bench_gpu_smoke_sections(tmp_path):
     res = json.loads((out / "gpu_results.json").read_text())
     sec = res["sections"]
     assert [k for k in sec] == ["unpack", "prep", "train"], sec
-    assert all(s["ok"] for s in sec.values()), sec
+    assert all(s["ok"] for s in sec.values()), "\n".join(f"{k}: {s.get('error')}" for k, s in sec.items())
     # 3 splits x 3 talks x 4 segments; prep's figure is hours / seconds
     assert sec["prep"]["audio_hours"] > 0 and sec["prep"]["x_realtime"] > 0
     train = sec["train"]
