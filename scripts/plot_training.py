@@ -11,7 +11,11 @@ writes PNGs:
 - ``gradient_conflict.png``: ``grad_cos``, ``grad_cos_pos`` (mean over cos > 0),
   ``conflict_pct`` and ``gate_target`` against update (Fig. 3);
 - ``gate_means.png``: ``g_fbank_mean``, ``g_fbank_gt1_pct`` (and ``g_unit_mean``) against
-  update (Fig. 4).
+  update (Fig. 4);
+- with several S-feature views (``--unit-views``): ``gradient_conflict_per_view.png``
+  (``grad_cos_<view>``, ``conflict_pct_<view>``) and ``branches_per_view.png`` (the
+  multi-stage-dropout branch shares ``branch_fbank_pct``, ``branch_unit_<view>_pct``,
+  ``branch_fusion_pct``).
 
 A figure whose metrics no run logged is skipped with a message.
 
@@ -95,10 +99,28 @@ def _plot(runs, panels, out: Path, title: str) -> bool:
     return True
 
 
+def view_names(runs: Dict[str, Dict[str, List[dict]]]) -> List[str]:
+    """The S-feature views with their own statistics (``--unit-views`` with several views:
+    ``conflict_pct_<name>``, ``grad_cos_<name>``, ``branch_unit_<name>_pct``), in log order."""
+    names: List[str] = []
+    for recs in runs.values():
+        for r in recs.get("train_inner", []):
+            for k in r:
+                if k.startswith("conflict_pct_") and k[len("conflict_pct_"):] not in names:
+                    names.append(k[len("conflict_pct_"):])
+    return names
+
+
 def plot_all(logs: Dict[str, Path], out_dir: Path) -> List[Path]:
     runs = {name: parse_log(path) for name, path in logs.items()}
     out_dir = Path(out_dir)
     written = []
+    views = view_names(runs)
+    per_view = [("train_inner", "num_updates", f"{stat}_{v}", f"{label} ({v})")
+                for v in views for stat, label in (("grad_cos", "cos(dL_fbank/dW, dL_view/dW)"),
+                                                   ("conflict_pct", "% conflicting"))]
+    branches = [("train_inner", "num_updates", f"branch_{b}_pct", f"% utterances: {b} branch")
+                for b in ["fbank"] + [f"unit_{v}" for v in views] + ["fusion"]] if views else []
     figures = [
         ("learning_curves.png", "Learning curves", [
             ("valid", "epoch", "valid_loss", "dev loss"),
@@ -110,6 +132,9 @@ def plot_all(logs: Dict[str, Path], out_dir: Path) -> List[Path]:
             ("train_inner", "num_updates", "conflict_pct", "% conflicting (cos < 0)"),
             ("train_inner", "num_updates", "gate_target", "mean gate target"),
         ]),
+        # several S-feature views: the conflict with each, and the sampler's branch shares
+        ("gradient_conflict_per_view.png", "Gradient conflict with each S-feature view", per_view),
+        ("branches_per_view.png", "Multi-stage dropout branches per view", branches),
         ("gate_means.png", "GSGN gates (paper Fig. 4)", [
             ("train_inner", "num_updates", "g_fbank_mean", "mean g_fbank"),
             ("train_inner", "num_updates", "g_fbank_gt1_pct", "% g_fbank > 1"),
@@ -117,7 +142,7 @@ def plot_all(logs: Dict[str, Path], out_dir: Path) -> List[Path]:
         ]),
     ]
     for name, title, panels in figures:
-        if _plot(runs, panels, out_dir / name, title):
+        if panels and _plot(runs, panels, out_dir / name, title):
             written.append(out_dir / name)
     return written
 

@@ -322,6 +322,39 @@ def test_plot_training_reads_fairseq_json_logs(tmp_path):
     assert [p.name for p in plot_training.plot_all({"fbank": fb}, tmp_path / "fig2")] == ["learning_curves.png"]
 
 
+def test_plot_training_draws_each_views_conflict_and_branches(tmp_path):
+    def line(kind, rec):
+        return f"2026-11-26 10:00:00 | INFO | {kind} | {json.dumps({k: str(v) for k, v in rec.items()})}\n"
+
+    log = tmp_path / "three.log"
+    log.write_text("".join(line("train_inner", {
+        "epoch": 1, "num_updates": u, "grad_cos_units": 0.3, "grad_cos_mfcc": -0.1, "conflict_pct_units": u,
+        "conflict_pct_mfcc": 2 * u, "conflict_pct": 2 * u, "branch_fbank_pct": 30, "branch_unit_units_pct": 10,
+        "branch_unit_mfcc_pct": 10, "branch_fusion_pct": 50}) for u in (10, 20)))
+    runs = {"three": plot_training.parse_log(log)}
+    assert plot_training.view_names(runs) == ["units", "mfcc"]
+    written = {p.name for p in plot_training.plot_all({"three": log}, tmp_path / "fig")}
+    assert {"gradient_conflict_per_view.png", "branches_per_view.png"} <= written
+    # two views: no per-view figures
+    two = tmp_path / "two.log"
+    two.write_text(line("train_inner", {"epoch": 1, "num_updates": 10, "grad_cos": 0.2, "conflict_pct": 5}))
+    written = {p.name for p in plot_training.plot_all({"two": two}, tmp_path / "fig2")}
+    assert not written & {"gradient_conflict_per_view.png", "branches_per_view.png"}
+
+
+def test_gate_summary_has_a_column_per_view(tmp_path):
+    import gate_summary
+
+    log = tmp_path / "train.log"
+    log.write_text("".join(_json_line("train", {
+        "epoch": e, "train_conflict_pct": 5.0 * e, "train_grad_cos_units": 0.25, "train_conflict_pct_units": 1.0 * e,
+        "train_grad_cos_mfcc": -0.5, "train_conflict_pct_mfcc": 4.0 * e}) for e in (1, 2)))
+    summary = gate_summary.table({"three": log})
+    assert ("| run | epoch | conflict_pct | grad_cos_units | conflict_pct_units | grad_cos_mfcc | conflict_pct_mfcc |"
+            in summary), summary
+    assert "| three | 2 | 10 | 0.25 | 2 | -0.5 | 8 |" in summary, summary
+
+
 def test_convergence_speedup_from_logs(tmp_path):
     import convergence
 
