@@ -79,6 +79,18 @@ def _install() -> None:
 
     gate_targets._finite_target = recorded_target
 
+    finite_views_target = gate_targets._finite_views_target
+
+    def recorded_views_target(abs_, aa, bbs, max_target):
+        out = finite_views_target(abs_, aa, bbs, max_target)
+        if len(abs_) > 1:  # one view goes through _finite_target, recorded above
+            target, cos, _ = out
+            RECORD["targets"].append({"update": CURRENT["update"], "target": target.reshape(-1).tolist(),
+                                      "cos": cos.reshape(-1).tolist()})
+        return out
+
+    gate_targets._finite_views_target = recorded_views_target
+
 
 if __name__ == "__main__":
     torch.set_num_threads(1)

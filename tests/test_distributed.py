@@ -270,6 +270,38 @@ def test_torchrun_training_on_cpu(data_dir, tmp_path, run):
             assert logged[u] == pytest.approx(current, abs=1e-4), (u, logged, targets[0])
 
 
+def test_torchrun_training_with_two_unit_views(tmp_path_factory, tmp_path):
+    """Three views (FBank + two S-feature sets) under data parallelism: ranks in sync with the
+    checkpoint, keyed draws over the four branches, and the pooled N-view target (Eq. 11 with
+    each conflicting view's component removed) the same on every rank."""
+    data = make_tiny_multiview_data(tmp_path_factory.mktemp("data3"), n_train=16, n_valid=4, num_units=K,
+                                    unit_sets={"mfcc": 12})
+    records, log = torchrun_train(data, tmp_path / "three", "--unit-views", "units,mfcc", "--num-units", f"{K},12",
+                                  "--gate-target", "exact", "--gate-target-granularity", "batch",
+                                  "--ddp-backend", "c10d")
+    assert "torchrun rank 0 of 2 (CPU, gloo)" in log
+    ckpt = tmp_path / "three" / "ckpt" / "checkpoint_last.pt"
+    assert records[0]["state_sha256"] == records[1]["state_sha256"] == checkpoint_sha256(ckpt)
+    from gsgn_fairseq.modules.branch_sampler import BranchSampler
+
+    for rank in records:
+        assert rank["draws"]
+        for draw in rank["draws"]:
+            sampler = BranchSampler(SCHEDULE, "utterance", n_views=2)
+            sampler.set_epoch(draw["epoch"])
+            want = sampler.sample_training(len(draw["branches"]), torch.tensor(draw["keys"]), seed=1,
+                                           update=draw["update"]).tolist()
+            assert draw["branches"] == want, draw
+    seen = {b for rank in records for draw in rank["draws"] for b in draw["branches"]}
+    assert max(seen) <= 3  # fbank, unit:units, unit:mfcc, fusion
+    targets = [[(t["update"], t["target"], t["cos"]) for t in rank["targets"]] for rank in records]
+    assert targets[0] and len(targets[0]) == len(targets[1])
+    for (u0, t0, c0), (u1, t1, c1) in zip(*targets):
+        assert len(c0) == 2 * len(t0)  # a cosine per S-feature view
+        assert u0 == u1 and t0 == pytest.approx(t1, rel=1e-6) and c0 == pytest.approx(c1, rel=1e-6, abs=1e-9)
+    assert re.search(r"conflict_pct_mfcc", log), log[-2000:]
+
+
 def test_resumed_run_gives_every_rank_the_model_units_provenance(data_dir, tmp_path):
     """Every rank reads its own data, so every rank's task must hold the checkpoint's units
     provenance to check it (rank 0 reads the checkpoint, the others receive it)."""
