@@ -124,6 +124,28 @@ def test_in_range_garbage_in_a_units_entry_fails_its_crc(data_dir):
         ds[1]
 
 
+def test_a_model_that_reads_no_units_reads_none(data_dir):
+    """FBank-only: no unit I/O (a damaged units entry goes unread, no src_units in the batch);
+    a GSGN model built by the same task (an ensemble) brings the units, and their checks, back."""
+    ref = read_tsv(data_dir / "valid.tsv")[1]["units"]
+    _, offset, length = split_ref(ref)
+    blob = bytearray((data_dir / "units.zip").read_bytes())
+    blob[offset + length - 4] ^= 0x01  # in-range garbage: only the CRC check would see it
+    (data_dir / "units.zip").write_bytes(bytes(blob))
+    task, args = setup(data_dir, "--fusion", "fbank")
+    task.load_dataset("valid")
+    ds = task.datasets["valid"]
+    assert ds[1].units is None
+    batch = ds.collater([ds[0], ds[1]])
+    assert "src_units" not in batch["net_input"] and batch["net_input"]["src_tokens"].size(0) == 2
+    args.fusion = "gsgn"
+    task.build_model(args)
+    assert ds[0].units is not None
+    assert "src_units" in ds.collater([ds[0]])["net_input"]
+    with pytest.raises(DataError, match=r"utterance valid_1: .*units\.zip:\d+:\d+: CRC mismatch"):
+        ds[1]
+
+
 def test_finite_damage_in_an_fbank_entry_fails_its_crc(data_dir):
     ref = read_tsv(data_dir / "valid.tsv")[1]["audio"]
     _, offset, length = split_ref(ref)
@@ -145,6 +167,22 @@ def test_nan_fbank_names_the_utterance(data_dir):
     ds[0]
     with pytest.raises(DataError, match=r"utterance valid_2: its FBank features hold NaN or Inf \(.*fbank80\.zip:\d+:\d+\)"):
         ds[2]
+
+
+def test_infinite_fbank_names_the_utterance(data_dir):
+    _, ds = _load(data_dir)
+    source = torch.zeros(20, 80)
+    source[7, 3] = -float("inf")
+    with pytest.raises(DataError, match=r"utterance valid_1: its FBank features hold NaN or Inf"):
+        ds.check_finite(1, source)
+
+
+def test_large_finite_fbank_whose_sum_overflows_is_accepted(data_dir):
+    # the check's fast path (a finite sum) fails here, and the element-wise check must decide
+    _, ds = _load(data_dir)
+    source = torch.full((20, 80), 3.0e38)
+    assert not torch.isfinite(source.sum())
+    ds.check_finite(1, source)
 
 
 def _batches(task, split, max_tokens):

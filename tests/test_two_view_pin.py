@@ -152,4 +152,21 @@ def test_one_unit_view_trains_and_decodes_as_the_two_view_model(data_dir, tmp_pa
         return
     assert len(got["updates"]) == len(PINNED[reading]["updates"]) >= 8, log[-3000:]
     assert got["updates"] == PINNED[reading]["updates"]
-    assert got["hypotheses"] == PINNED[reading]["hypotheses"]
+    _assert_same_hypotheses(got["hypotheses"], PINNED[reading]["hypotheses"])
+
+
+def _assert_same_hypotheses(got, want, tol=1e-5):
+    """The same hypotheses (ids, texts) with the same scores up to ``tol``: the last digits of a
+    float32 score differ between CPU models (the pin was recorded on one), a change of the
+    method moves them by far more."""
+    assert len(got) == len(want), (got, want)
+    for g, w in zip(got, want):
+        g_fields, w_fields = g.split("\t"), w.split("\t")
+        assert g_fields[0] == w_fields[0] and len(g_fields) == len(w_fields), (g, w)
+        if g_fields[0].startswith("H-"):  # H-i, score, text
+            assert g_fields[2:] == w_fields[2:], (g, w)
+            scores_g, scores_w = [float(g_fields[1])], [float(w_fields[1])]
+        else:  # P-i, positional scores
+            scores_g, scores_w = map(float, g_fields[1].split()), map(float, w_fields[1].split())
+        scores_g, scores_w = list(scores_g), list(scores_w)
+        assert len(scores_g) == len(scores_w) and all(abs(x - y) <= tol for x, y in zip(scores_g, scores_w)), (g, w)

@@ -11,6 +11,10 @@ when the data directory lacks the file. A copied data directory with its own uni
 uses them, although its ``audio_root`` (absolute, as fairseq's prep writes it) still names
 the original. Absolute paths are used as they are.
 
+A model that reads no unit view (FBank-only, the noise controls; the task says so through
+``ViewAlignment.reads_units``) gets its utterances without units: nothing of the unit views is
+read, checked or collated for it, so it pays for no view it does not use.
+
 Checks, made when an utterance is loaded (the unit count is only known then) and raised as
 ``ValueError`` naming the utterance id:
 
@@ -77,10 +81,14 @@ class ViewAlignment:
 
     ``fbank_conv_layers`` is the model's number of FBank conv layers n (FBank subsampled 2^n x,
     units 2^(n-1) x). The task sets it from the model it builds, before any utterance is loaded.
+    So does ``reads_units``: False for a model that reads no unit view (FBank-only, the noise
+    controls), whose utterances then come without units, so that reading and checking them
+    costs it nothing.
     """
 
     fbank_conv_layers: Optional[int] = None
     tolerance: int = DEFAULT_LENGTH_TOLERANCE
+    reads_units: Optional[bool] = None  # None: not known yet, read them
 
     def check(self, utt_id: str, n_fbank: int, n_units: int, unit_set: Optional[str] = None) -> None:
         n = self.fbank_conv_layers
@@ -289,8 +297,10 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
 
     def check_finite(self, index: int, source: Tensor) -> None:
         """NaN/Inf FBank features are an error naming the utterance (fairseq would train or
-        validate on them and report a NaN loss, or name a layer)."""
-        if not bool(torch.isfinite(source).all()):
+        validate on them and report a NaN loss, or name a layer). A finite sum proves every
+        element finite, at a fraction of the cost of an element-wise mask; only a sum that is
+        not finite (a NaN or Inf, or finite values that overflow when added) takes the mask."""
+        if not bool(torch.isfinite(source.sum())) and not bool(torch.isfinite(source).all()):
             raise DataError(
                 f"utterance {self.utt_id(index)}: its FBank features hold NaN or Inf "
                 f"({self.audio_paths[index]}); recompute its features (rerun the prep) or remove it from {self.split}.tsv"
@@ -313,6 +323,8 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         with fairseq_data_utils.numpy_seed(self.seed, self.epoch, index):
             item = super().__getitem__(index)
         self.check_finite(index, item.source)
+        if self.alignment.reads_units is False:  # the model reads no unit view
+            return self._item(index, item, None, None)
         units = self.load_units(index)
         first = self.unit_view if self.more_unit_sets else None
         self.alignment.check(self.utt_id(index), item.source.size(0), units.size(0), first)
@@ -323,6 +335,10 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
                 more_units[unit_set.name] = self.load_units(index, unit_set)
                 self.alignment.check(self.utt_id(index), item.source.size(0), more_units[unit_set.name].size(0),
                                      unit_set.name)
+        return self._item(index, item, units, more_units)
+
+    def _item(self, index: int, item: SpeechToTextDatasetItem, units: Optional[Tensor],
+              more_units: Optional[Dict[str, Tensor]]) -> MultiviewDatasetItem:
         transcript = self.get_transcript(index) if self.src_dict is not None else None
         return MultiviewDatasetItem(
             index=item.index,
@@ -365,20 +381,8 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
             return {}
         out = super().collater(samples, return_order=True)
         order = out["order"] if return_order else out.pop("order")  # (B,) sorted position -> sample
-        units = fairseq_data_utils.collate_tokens([s.units for s in samples], self.unit_pad, left_pad=False)
-        unit_lengths = torch.tensor([s.units.size(0) for s in samples], dtype=torch.long)
-        out["net_input"]["src_units"] = units.index_select(0, order)  # (B, T_unit)
-        out["net_input"]["src_units_lengths"] = unit_lengths.index_select(0, order)  # (B,)
-        if self.more_unit_sets:  # the further unit views, by name
-            more, more_lengths = {}, {}
-            for unit_set in self.more_unit_sets:
-                seqs = [s.more_units[unit_set.name] for s in samples]
-                more[unit_set.name] = fairseq_data_utils.collate_tokens(
-                    seqs, unit_set.num_units, left_pad=False).index_select(0, order)  # (B, T_unit)
-                more_lengths[unit_set.name] = torch.tensor(
-                    [t.size(0) for t in seqs], dtype=torch.long).index_select(0, order)  # (B,)
-            out["net_input"]["src_units_more"] = more
-            out["net_input"]["src_units_more_lengths"] = more_lengths
+        if samples[0].units is not None:
+            self._collate_units(samples, order, out["net_input"])
         # the original references (validation BLEU scores against them, as test scoring does)
         out["target_text"] = [samples[i].tgt_text for i in order.tolist()]
         keys = torch.tensor([s.utt_key for s in samples], dtype=torch.long)
@@ -392,6 +396,23 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
             out["source_text_lengths"] = lengths.index_select(0, order)  # (B,)
             out["source_text_ntokens"] = int(lengths.sum())
         return out
+
+    def _collate_units(self, samples: List[MultiviewDatasetItem], order: Tensor, net_input: Dict) -> None:
+        """Adds every unit view, padded and in the batch's (sorted) order, to ``net_input``."""
+        units = fairseq_data_utils.collate_tokens([s.units for s in samples], self.unit_pad, left_pad=False)
+        unit_lengths = torch.tensor([s.units.size(0) for s in samples], dtype=torch.long)
+        net_input["src_units"] = units.index_select(0, order)  # (B, T_unit)
+        net_input["src_units_lengths"] = unit_lengths.index_select(0, order)  # (B,)
+        if self.more_unit_sets:  # the further unit views, by name
+            more, more_lengths = {}, {}
+            for unit_set in self.more_unit_sets:
+                seqs = [s.more_units[unit_set.name] for s in samples]
+                more[unit_set.name] = fairseq_data_utils.collate_tokens(
+                    seqs, unit_set.num_units, left_pad=False).index_select(0, order)  # (B, T_unit)
+                more_lengths[unit_set.name] = torch.tensor(
+                    [t.size(0) for t in seqs], dtype=torch.long).index_select(0, order)  # (B,)
+            net_input["src_units_more"] = more
+            net_input["src_units_more_lengths"] = more_lengths
 
 
 def dataset_parts(dataset) -> list:

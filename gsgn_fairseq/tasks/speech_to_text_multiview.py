@@ -401,6 +401,10 @@ class SpeechToTextMultiviewTask(SpeechToTextTask):
         frontend = getattr(getattr(model, "encoder", None), "frontend", None)
         if frontend is not None:
             self.alignment.fbank_conv_layers = frontend.fbank_subsampling_layers
+            # a model without unit front ends (FBank-only, the noise controls) gets no units,
+            # unless another model of the same task (an ensemble) reads them
+            reads = bool(frontend.unit_frontends)
+            self.alignment.reads_units = reads or bool(self.alignment.reads_units)
         if self.eval_bleu:
             self._setup_eval_bleu(model)
         return model
