@@ -70,3 +70,22 @@ def test_bench_e2e_runs_real_fairseq_train_and_decoding(tmp_path):
     assert set(res["ms_per_update"]) == {"fbank", "gsgn_drop", "s2t_transformer"}
     assert res["ratio_to_fbank"]["fbank"] == 1.0 and all(v > 0 for v in res["decode_s"].values())
     assert "s2t_gsgn_tiny: gsgn_drop / fbank per update" in p.stdout and "fbank / s2t_transformer decoding" in p.stdout
+
+
+def test_bench_data_splits_the_data_path_per_mode(tmp_path):
+    """scripts/bench_data.py: every mode timed, the parts it reads present (units only where
+    they are read), the table printed (no timing checks)."""
+    data = make_tiny_multiview_data(tmp_path / "data", n_train=12, n_valid=2, num_units=20)
+    out = tmp_path / "bench_data.json"
+    cmd = [sys.executable, str(SCRIPT.parent / "bench_data.py"), "--data", str(data), "--num-units", "20",
+           "--subset", "train", "--n", "12", "--batch", "4", "--rounds", "2", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["n"] == 12 and set(result["median_us"]) == {"fairseq", "fbank_before", "fbank", "gsgn"}
+    assert all(len(v) == 2 and min(v) > 0 for v in result["rounds_us"].values())
+    parts = result["parts_us"]
+    assert "units read + checks" in parts["gsgn"] and "units read + checks" in parts["fbank_before"]
+    assert "units read + checks" not in parts["fbank"] and "units read + checks" not in parts["fairseq"]
+    assert "finiteness check" in parts["fbank"] and "finiteness check" in parts["fbank_before"]
+    assert "| fbank | " in proc.stdout and "collater" in proc.stdout
