@@ -166,7 +166,8 @@ class GatedFusion(nn.Module):
             g_units = [torch.ones_like(x) for x in x_units]
         x_fusion = g_fbank * x_fbank  # (..., D), Eq. 4
         for g, x in zip(g_units, x_units):
-            x_fusion = x_fusion + g * x
+            # a fixed unit gate of one adds the view as it is (the same numbers, one product less)
+            x_fusion = x_fusion + (g * x if self.unit_gate is not None else x)
         if padding_mask is not None:
             if padding_mask.shape != x_fusion.shape[:-1]:
                 raise ValueError(
