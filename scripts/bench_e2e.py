@@ -11,7 +11,9 @@ alike; the figure is the median over ``--rounds``. Decoding: the whole ``--decod
 with beam 5, in-process (``task.inference_step``, ``time.perf_counter`` around the decoding
 alone), with each mode's long-run checkpoint or ``--decode-checkpoints MODE=PATH`` (trained
 models: decode time depends on the hypotheses' lengths), multi-stage-dropout models with
-the ``sample`` protocol.
+the ``sample`` protocol. ``--decode-fixed-len N`` forces every hypothesis to N tokens, so that
+models trained for a few updates (whose hypotheses differ in length) are compared on the same
+decoder work; the JSON records each mode's mean hypothesis length.
 
     python scripts/bench_e2e.py --data data/toy/en-de --archs s2t_gsgn_tiny:10000,s2t_gsgn_s:3000 \
         --updates 10,150 --rounds 3 --json bench_e2e.json
@@ -25,7 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from bench_train import GATE_CRITERION, S2T, common_fairseq_argv, s2t_transformer_argv
 
@@ -87,7 +89,10 @@ def timed(cmd: List[str], threads: int) -> float:
     return elapsed
 
 
-def decode_seconds(ckpt: Path, data: Path, subset: str, beam: int, msd: bool, cpu: bool) -> float:
+def decode_seconds(ckpt: Path, data: Path, subset: str, beam: int, msd: bool, cpu: bool,
+                   fixed_len: int = 0) -> Tuple[float, float]:
+    """Seconds spent decoding ``subset`` (the generator alone), and the mean hypothesis length
+    in tokens (EOS left out)."""
     import torch
     from fairseq import checkpoint_utils
 
@@ -99,11 +104,15 @@ def decode_seconds(ckpt: Path, data: Path, subset: str, beam: int, msd: bool, cp
     if not cpu:
         model = model.cuda()
     task.load_dataset(subset)
-    gen = task.build_generator([model], argparse.Namespace(beam=beam, lenpen=1.0))
+    gen_args = argparse.Namespace(beam=beam, lenpen=1.0)
+    if fixed_len:  # every hypothesis exactly fixed_len tokens: the same decoder work for every model
+        gen_args = argparse.Namespace(beam=beam, lenpen=1.0, min_len=fixed_len, max_len_a=0, max_len_b=fixed_len)
+    gen = task.build_generator([model], gen_args)
     itr = task.get_batch_iterator(task.dataset(subset), max_tokens=50000, required_batch_size_multiple=1,
                                   seed=1).next_epoch_itr(shuffle=False)
     batches = list(itr)
-    total = 0.0
+    total, n_tokens, n_hyps = 0.0, 0, 0
+    eos = task.target_dictionary.eos()
     with torch.no_grad():
         for b in batches:
             if not cpu:
@@ -111,11 +120,13 @@ def decode_seconds(ckpt: Path, data: Path, subset: str, beam: int, msd: bool, cp
 
                 b = utils.move_to_cuda(b)
             t = time.perf_counter()
-            task.inference_step(gen, [model], b)
+            hypos = task.inference_step(gen, [model], b)
             if not cpu:
                 torch.cuda.synchronize()
             total += time.perf_counter() - t
-    return total
+            n_tokens += sum(int((h[0]["tokens"] != eos).sum()) for h in hypos)
+            n_hyps += len(hypos)
+    return total, n_tokens / max(n_hyps, 1)
 
 
 def main():
@@ -130,6 +141,9 @@ def main():
     p.add_argument("--decode-subset", default="tst-COMMON_st")
     p.add_argument("--beam", type=int, default=5)
     p.add_argument("--decode-checkpoints", nargs="*", default=[], help="MODE=CHECKPOINT (trained models)")
+    p.add_argument("--decode-fixed-len", type=int, default=0, metavar="N",
+                   help="force every hypothesis to N tokens (min = max length), so that models trained for a few "
+                        "updates, whose hypotheses differ in length, are compared on the same decoder work")
     p.add_argument("--no-decode", action="store_true")
     p.add_argument("--gpu", dest="cpu", action="store_false", help="train in bf16 on the GPU")
     p.add_argument("--json", type=Path)
@@ -142,7 +156,8 @@ def main():
     if not 0 < n_short < n_long:
         p.error(f"--updates must be N_short,N_long with 0 < N_short < N_long, got {args.updates}")
     archs = [(a.split(":")[0], int(a.split(":")[1])) for a in args.archs.split(",")]
-    result: Dict[str, dict] = {"updates": [n_short, n_long], "rounds": args.rounds, "threads": args.threads, "archs": {}}
+    result: Dict[str, dict] = {"updates": [n_short, n_long], "rounds": args.rounds, "threads": args.threads,
+                               "decode_fixed_len": args.decode_fixed_len, "archs": {}}
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         for arch, max_tokens in archs:
@@ -162,13 +177,17 @@ def main():
             if not args.no_decode:
                 ckpts = dict(item.split("=", 1) for item in args.decode_checkpoints)
                 secs: Dict[str, List[float]] = {m: [] for m in modes}
+                lens: Dict[str, float] = {}
                 for r in range(args.rounds):
                     for mode in modes[r % len(modes):] + modes[: r % len(modes)]:
                         ckpt = Path(ckpts.get(mode, work / arch / mode / str(n_long) / "checkpoint_last.pt"))
-                        secs[mode].append(decode_seconds(ckpt, args.data, args.decode_subset, args.beam,
-                                                         "--multi-stage-dropout" in MODES[mode][1], args.cpu))
+                        sec, lens[mode] = decode_seconds(ckpt, args.data, args.decode_subset, args.beam,
+                                                         "--multi-stage-dropout" in MODES[mode][1], args.cpu,
+                                                         args.decode_fixed_len)
+                        secs[mode].append(sec)
                 dmed = {m: statistics.median(v) for m, v in secs.items()}
                 entry["decode_s"] = dmed
+                entry["decode_mean_len"] = lens
                 entry["decode_ratio_to_fbank"] = {m: dmed[m] / dmed["fbank"] for m in modes}
             result["archs"][arch] = entry
     lines = ["| arch | mode | ms / update | / FBank-only | decode s | decode / FBank-only |", "|---|---|---|---|---|---|"]
