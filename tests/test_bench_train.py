@@ -90,4 +90,5 @@ def test_bench_data_splits_the_data_path_per_mode(tmp_path):
     assert "units read + checks" in parts["gsgn"] and "units read + checks" in parts["fbank_before"]
     assert "units read + checks" not in parts["fbank"] and "units read + checks" not in parts["fairseq"]
     assert "finiteness check" in parts["fbank"] and "finiteness check" in parts["fbank_before"]
+    assert "FBank read (+ CRC-32) and transforms" in parts["fairseq"] and "collater" in parts["fairseq"]
     assert "| fbank | " in proc.stdout and "collater" in proc.stdout

@@ -220,3 +220,45 @@ def test_units_come_from_the_data_dir_not_an_old_audio_root(data_dir, tmp_path):
     assert torch.equal(item.units, torch.full_like(item.units, 7))
     # FBank still comes from audio_root, as fairseq reads it
     assert task.datasets["valid"].audio_paths[0].startswith(str(data_dir.resolve()))
+
+
+class _CountingBPE:
+    """A BPE that returns the text as it is and counts its calls; ``sampling`` says whether it
+    claims to sample (as SentencePiece with sentencepiece_enable_sampling does)."""
+
+    calls = 0
+
+    def __init__(self, args):
+        self.enable_sampling = bool(getattr(args, "sampling", False))
+
+    def encode(self, x: str) -> str:
+        type(self).calls += 1
+        return x
+
+    def decode(self, x: str) -> str:
+        return x
+
+
+def _register_counting_bpe():
+    from fairseq.data.encoders import BPE_REGISTRY, register_bpe
+
+    if "gsgn_test_counting" not in BPE_REGISTRY:
+        register_bpe("gsgn_test_counting")(_CountingBPE)
+
+
+@pytest.mark.parametrize("sampling", [False, True])
+def test_texts_are_tokenized_once_unless_the_tokenizer_samples(data_dir, sampling):
+    _register_counting_bpe()
+    config = yaml.safe_load(open(data_dir / "config_st.yaml"))
+    config["bpe_tokenizer"] = {"bpe": "gsgn_test_counting", "sampling": sampling}
+    config["src_bpe_tokenizer"] = {"bpe": "gsgn_test_counting", "sampling": sampling}
+    yaml.safe_dump(config, open(data_dir / "config_st.yaml", "w"))
+    task, _ = setup(data_dir)
+    task.load_dataset("valid")
+    ds = task.datasets["valid"]
+    first = ds[0]
+    _CountingBPE.calls = 0
+    again = ds[0]
+    # the target and the transcript: tokenized again only by a sampling tokenizer
+    assert _CountingBPE.calls == (2 if sampling else 0)
+    assert torch.equal(first.target, again.target) and torch.equal(first.transcript, again.transcript)

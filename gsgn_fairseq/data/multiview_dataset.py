@@ -202,6 +202,11 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         seed: Optional[int] = None,
         **kwargs,
     ):
+        # tokenizing a text again at every read gives the same pieces unless a tokenizer samples
+        # (SentencePiece's enable_sampling): then each read tokenizes anew, as fairseq does. Set
+        # before fairseq's __init__, whose OOV count tokenizes every target once.
+        self._tgt_pieces: Optional[Dict[int, str]] = (
+            {} if _deterministic(pre_tokenizer=kwargs.get("pre_tokenizer"), bpe=kwargs.get("bpe_tokenizer")) else None)
         super().__init__(**kwargs)
         if len(units_paths) != self.n_samples:
             raise ValueError(f"{self.split}: {len(units_paths)} unit paths for {self.n_samples} utterances")
@@ -235,6 +240,8 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         self.src_pre_tokenizer = src_pre_tokenizer
         self.src_bpe_tokenizer = src_bpe_tokenizer
         self.utt_keys = [utterance_key(self.utt_id(i)) for i in range(self.n_samples)]
+        self._transcripts: Optional[Dict[int, Tensor]] = (
+            {} if _deterministic(pre_tokenizer=src_pre_tokenizer, bpe=src_bpe_tokenizer) else None)
         self.seed = seed
         self.epoch = 1  # fairseq's batch iterator sets it (set_epoch) before loading any utterance
 
@@ -290,10 +297,26 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
             )
         return torch.from_numpy(array.astype(np.int64))
 
+    def get_tokenized_tgt_text(self, index):
+        """fairseq's, tokenized once per utterance (see ``_tgt_pieces``)."""
+        if self._tgt_pieces is None or not isinstance(index, (int, np.integer)):
+            return super().get_tokenized_tgt_text(index)
+        index = int(index)
+        if index not in self._tgt_pieces:
+            self._tgt_pieces[index] = super().get_tokenized_tgt_text(index)
+        return self._tgt_pieces[index]
+
     def get_transcript(self, index: int) -> Tensor:
+        """(S,) source-dictionary ids of the transcript, encoded once per utterance unless a
+        tokenizer samples."""
+        if self._transcripts is not None and index in self._transcripts:
+            return self._transcripts[index]
         text = self.tokenize(self.src_pre_tokenizer, self.src_texts[index])
         text = self.tokenize(self.src_bpe_tokenizer, text)
-        return self.src_dict.encode_line(text, add_if_not_exist=False, append_eos=False).long()
+        ids = self.src_dict.encode_line(text, add_if_not_exist=False, append_eos=False).long()
+        if self._transcripts is not None:
+            self._transcripts[index] = ids
+        return ids
 
     def check_finite(self, index: int, source: Tensor) -> None:
         """NaN/Inf FBank features are an error naming the utterance (fairseq would train or
@@ -413,6 +436,12 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
                     [t.size(0) for t in seqs], dtype=torch.long).index_select(0, order)  # (B,)
             net_input["src_units_more"] = more
             net_input["src_units_more_lengths"] = more_lengths
+
+
+def _deterministic(**tokenizers) -> bool:
+    """Whether fairseq tokenizers give the same pieces for a text at every call (SentencePiece
+    with ``sentencepiece_enable_sampling`` does not)."""
+    return not any(getattr(t, "enable_sampling", False) for t in tokenizers.values() if t is not None)
 
 
 def dataset_parts(dataset) -> list:
