@@ -198,7 +198,7 @@ def torchrun_train(data_dir, out: Path, *extra):
         "--train-subset", "train", "--valid-subset", "valid", *extra,
     ]
     env = {**os.environ, "RANK_RECORD_DIR": str(out)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(cmd)}\n{log[-4000:]}"
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)], log

@@ -188,7 +188,7 @@ def test_sentencepiece_targets_are_detokenized(spm_data):
 
 
 # ---------------------------------------------------------------- fairseq-train
-def _run(tool, argv, timeout=120):
+def _run(tool, argv, timeout=600):
     cmd = [str(BIN / tool), *map(str, argv)]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)

@@ -24,7 +24,7 @@ def data_dir(tmp_path_factory):
                                     unit_sets={"wavlm": K2})
 
 
-def _run(tool, argv, ok=True, timeout=300):
+def _run(tool, argv, ok=True, timeout=900):
     proc = subprocess.run([str(BIN / tool), *map(str, argv)], capture_output=True, text=True, timeout=timeout)
     log = proc.stdout + proc.stderr
     assert (proc.returncode == 0) == ok, log[-4000:]

@@ -24,7 +24,7 @@ def trained(tmp_path_factory):
     return data, base / "ckpt"
 
 
-def _run(tool, argv, timeout=240):
+def _run(tool, argv, timeout=900):
     cmd = [str(BIN / tool), *map(str, argv)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     return proc.returncode, proc.stdout + proc.stderr
@@ -109,7 +109,7 @@ def test_average_checkpoints_refuses_different_gate_activations(trained, tmp_pat
     shutil.copy(tmp_path / "sigmoid" / "checkpoint2.pt", mixed / "checkpoint2.pt")  # another update count
     proc = subprocess.run([str(BIN / "gsgn-average-checkpoints"), "--inputs", mixed,
                            "--num-best-checkpoints", "2", "--output", tmp_path / "avg.pt"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode != 0 and "not the same model" in proc.stderr, proc.stderr[-3000:]
     assert "model.gate_activation is" in proc.stderr and "'sigmoid'" in proc.stderr and "'2sigmoid'" in proc.stderr, proc.stderr[-1500:]
     assert not (tmp_path / "avg.pt").exists()

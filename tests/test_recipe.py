@@ -128,7 +128,7 @@ def test_recipe_with_two_unit_sets_then_translate(tmp_path):
     proc = subprocess.run([str(Path(sys.executable).parent / "gsgn-translate"), "--path",
                            str(exp / "gsgn_drop" / "checkpoint_avg1.pt"), "--json", "--device", "cpu", "--beam", "2",
                            "--model-overrides", '{"inference_branch": "unit:second"}', str(wav)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     gen = (exp / "gsgn_drop" / "generate-tst-COMMON.txt").read_text(encoding="utf-8")

@@ -96,7 +96,7 @@ def fairseq_train(data_dir, save_dir, max_update):
            "--max-tokens", "600", "--required-batch-size-multiple", "1", "--max-update", str(max_update),
            "--num-workers", "0", "--save-dir", str(save_dir), "--no-epoch-checkpoints", "--no-progress-bar",
            "--log-interval", "1", "--seed", "1", "--cpu", "--train-subset", "train", "--valid-subset", "valid"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(cmd)}\n{log[-4000:]}"
     return log

@@ -51,7 +51,7 @@ def _study(tmp_path, *args, **env):
     e = {**os.environ, "RUN_SH": str(stand_in), "CALLS": str(calls), "PY": sys.executable, **env}
     p = subprocess.run([str(ROOT / "scripts/recipes/toy/run_study.sh"), "--data-root", str(tmp_path / "corpus"),
                         "--exp", str(tmp_path / "exp"), *args], cwd=ROOT, env=e, capture_output=True, text=True,
-                       timeout=300)
+                       timeout=900)
     rows = [line.split("|") for line in calls.read_text().splitlines()] if calls.is_file() else []
     return p, rows
 

@@ -32,7 +32,7 @@ def _run(tmp_path, study_data, study_exp):
     return calls, subprocess.run(
         ["bash", str(SCRIPT), "--study-data", str(study_data), "--study-exp", str(study_exp),
          "--data-root", str(tmp_path / "three"), "--exp", str(tmp_path / "exp3"), "--seed", "2"],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
 
 
 def test_links_the_corpus_and_asks_for_three_views(tmp_path):

@@ -29,7 +29,7 @@ def data_dir(tmp_path_factory):
     return make_tiny_multiview_data(tmp_path_factory.mktemp("data"), n_train=16, n_valid=N_VALID, num_units=K)
 
 
-def _run(tool, argv, timeout=240):
+def _run(tool, argv, timeout=900):
     cmd = [str(BIN / tool), *map(str, argv)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     log = proc.stdout + proc.stderr
@@ -112,7 +112,7 @@ def test_noise_range_is_measured_on_a_trained_unit_view_and_drives_noise_replace
     out = tmp_path / "range.json"
     proc = subprocess.run([str(BIN / "gsgn-measure-unit-range"),
                            "--path", str(tmp_path / "gsgn" / "checkpoint_last.pt"), "--data", str(data_dir),
-                           "--subset", "train", "--cpu", "--json", str(out)], capture_output=True, text=True, timeout=240)
+                           "--subset", "train", "--cpu", "--json", str(out)], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     measured = json.loads(out.read_text())
     assert measured["utterances"] == 16 and measured["min"] < 0 < measured["max"]
@@ -147,7 +147,7 @@ def test_ctc_head_without_a_ctc_loss_is_refused(data_dir, tmp_path, criterion):
     extra = ["--ctc-weight", "0"] if criterion == GATE_CRITERION else []
     cmd = [str(BIN / "fairseq-train"), *map(str, train_argv(data_dir, tmp_path / "ckpt", "--fusion", "gsgn", "--use-ctc",
                                                              *extra, max_epoch=1, criterion=criterion))]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode != 0
     assert "--use-ctc builds a CTC head that only a CTC loss trains" in proc.stderr, proc.stderr[-2000:]
     assert ("--ctc-weight 0.0" if extra else "has no --ctc-weight") in proc.stderr

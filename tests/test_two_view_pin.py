@@ -100,7 +100,7 @@ def data_dir(tmp_path_factory):
     return make_tiny_multiview_data(tmp_path_factory.mktemp("data"), n_train=16, n_valid=4, num_units=K)
 
 
-def _run(tool, argv, timeout=300):
+def _run(tool, argv, timeout=900):
     cmd = [str(BIN / tool), *map(str, argv)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
