@@ -323,6 +323,8 @@ def fixed_batches(args, task):
     with quiet():
         if getattr(getattr(task, "alignment", None), "fbank_conv_layers", 0) is None:  # the views' alignment rule comes from a built model
             task.build_model(task.bench_model_cfg)
+        if getattr(task, "alignment", None) is not None:
+            task.alignment.reads_units = True  # the same batches serve every mode, GSGN's included
         task.load_dataset(args.train_subset)
         itr = task.get_batch_iterator(
             dataset=task.dataset(args.train_subset),
