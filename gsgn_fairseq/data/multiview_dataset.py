@@ -299,24 +299,19 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
 
     def get_tokenized_tgt_text(self, index):
         """fairseq's, tokenized once per utterance (see ``_tgt_pieces``)."""
-        if self._tgt_pieces is None or not isinstance(index, (int, np.integer)):
+        if not isinstance(index, (int, np.integer)):  # concatenated utterances (ConcatAugment)
             return super().get_tokenized_tgt_text(index)
-        index = int(index)
-        if index not in self._tgt_pieces:
-            self._tgt_pieces[index] = super().get_tokenized_tgt_text(index)
-        return self._tgt_pieces[index]
+        return _memo(self._tgt_pieces, int(index), super().get_tokenized_tgt_text)
 
     def get_transcript(self, index: int) -> Tensor:
         """(S,) source-dictionary ids of the transcript, encoded once per utterance unless a
         tokenizer samples."""
-        if self._transcripts is not None and index in self._transcripts:
-            return self._transcripts[index]
+        return _memo(self._transcripts, index, self._encode_transcript)
+
+    def _encode_transcript(self, index: int) -> Tensor:
         text = self.tokenize(self.src_pre_tokenizer, self.src_texts[index])
         text = self.tokenize(self.src_bpe_tokenizer, text)
-        ids = self.src_dict.encode_line(text, add_if_not_exist=False, append_eos=False).long()
-        if self._transcripts is not None:
-            self._transcripts[index] = ids
-        return ids
+        return self.src_dict.encode_line(text, add_if_not_exist=False, append_eos=False).long()
 
     def check_finite(self, index: int, source: Tensor) -> None:
         """NaN/Inf FBank features are an error naming the utterance (fairseq would train or
@@ -436,6 +431,15 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
                     [t.size(0) for t in seqs], dtype=torch.long).index_select(0, order)  # (B,)
             net_input["src_units_more"] = more
             net_input["src_units_more_lengths"] = more_lengths
+
+
+def _memo(cache: Optional[dict], index: int, compute):
+    """``compute(index)``, kept in ``cache`` (None: computed at every call)."""
+    if cache is None:
+        return compute(index)
+    if index not in cache:
+        cache[index] = compute(index)
+    return cache[index]
 
 
 def _deterministic(**tokenizers) -> bool:
