@@ -88,3 +88,53 @@ def test_kernel_errors():
         MaskedConv1dSubsampler(80, 8, 16, [])
     with pytest.raises(ValueError, match="--num-units"):
         UnitFrontend(0, 8, 8, [5])
+
+
+def _lookup_vs_conv(frontend, units, lengths):
+    """Outputs, lengths and parameter grads of the conv path and of the lookup path."""
+    runs = []
+    for lookup in (False, True):
+        frontend.zero_grad()
+        frontend.first_layer_lookup = lookup
+        y, n = frontend(units, lengths)
+        (y * torch.arange(y.numel(), dtype=y.dtype).view_as(y).sin()).sum().backward()
+        runs.append((y.detach(), n, {k: p.grad.clone() for k, p in frontend.named_parameters()}))
+    return runs
+
+
+@pytest.mark.parametrize("kernels", [[5], [5, 5], [3, 5], [7]])
+def test_first_layer_lookup_equals_convolution(kernels):
+    """The first conv as table lookups is the same function of the same parameters (value and grads)."""
+    torch.manual_seed(0)
+    k = 20
+    frontend = UnitFrontend(k, 16, 32, kernels)
+    with torch.no_grad():  # a non-zero padding row must still read as zero frames
+        frontend.embed_units.weight[k].normal_()
+    lengths = torch.tensor([37, 30, 5, 1, 2])
+    units = torch.randint(k, (5, 37))
+    units[1, 30:] = k
+    units[2, 5:] = 7  # garbage (not padding ids) past the length
+    units[3, 1:] = 3
+    (y_conv, n_conv, g_conv), (y_look, n_look, g_look) = _lookup_vs_conv(frontend, units, lengths)
+    assert n_conv.tolist() == n_look.tolist()
+    torch.testing.assert_close(y_look, y_conv)
+    assert g_look.keys() == g_conv.keys()
+    for name in g_conv:
+        torch.testing.assert_close(g_look[name], g_conv[name], msg=name)
+    for i, n in enumerate(n_look.tolist()):
+        assert torch.all(y_look[i, n:] == 0)
+
+
+def test_first_layer_lookup_auto_choice(monkeypatch):
+    """Auto picks the lookup only when the V-row tables are cheaper than convolving B x T' frames."""
+    frontend = UnitFrontend(100, 8, 16, [5])
+    calls = []
+    real = UnitFrontend._first_layer_by_lookup
+    monkeypatch.setattr(UnitFrontend, "_first_layer_by_lookup", lambda self, *a: calls.append(1) or real(self, *a))
+    frontend(torch.randint(100, (2, 40)), torch.tensor([40, 40]))  # B x T' = 40 < V = 101
+    assert calls == []
+    frontend(torch.randint(100, (8, 40)), torch.full((8,), 40))  # B x T' = 160 > 101
+    assert calls == [1]
+    frontend.first_layer_lookup = False
+    frontend(torch.randint(100, (8, 40)), torch.full((8,), 40))
+    assert calls == [1]

@@ -22,10 +22,11 @@ padding its batch added. ``MaskedConv1dSubsampler`` has the same parameters (a
 frame past each utterance's length before and after each layer; for odd kernel sizes the
 real frames then equal those computed on the unpadded utterance alone.
 """
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from fairseq.models.speech_to_text.modules.convolution import Conv1dSubsampler
 from fairseq.models.transformer import Embedding
 from torch import Tensor
@@ -100,8 +101,11 @@ class MaskedConv1dSubsampler(Conv1dSubsampler):
             ``T' = floor((T - 1) / 2) + 1`` per layer.
         """
         x = x.masked_fill(frames_padding_mask(lengths, x.size(1)).unsqueeze(-1), 0.0)
-        x = x.transpose(1, 2)  # (B, T, C) -> (B, C, T)
-        for conv in self.conv_layers:
+        return self.layers_from(x.transpose(1, 2), lengths, 0)  # (B, T, C) -> (B, C, T)
+
+    def layers_from(self, x: Tensor, lengths: Tensor, first: int) -> Tuple[Tensor, Tensor]:
+        """Layers ``first..`` on x (B, C, T), zero past ``lengths``; returns ``(y (B, T', C'), lengths)``."""
+        for conv in self.conv_layers[first:]:
             x = nn.functional.glu(conv(x), dim=1)  # (B, 2C', T') -> (B, C', T')
             lengths = subsampled_lengths(lengths, 1)
             x = x.masked_fill(frames_padding_mask(lengths, x.size(2)).unsqueeze(1), 0.0)
@@ -129,6 +133,8 @@ class UnitFrontend(nn.Module):
         self.downsample = (
             MaskedConv1dSubsampler(embed_dim, conv_channels, embed_dim, self.kernel_sizes) if self.kernel_sizes else None
         )
+        # the first convolution as table lookups (see _first_layer_by_lookup): None picks by size
+        self.first_layer_lookup: Optional[bool] = None
 
     @property
     def n_layers(self) -> int:
@@ -144,8 +150,47 @@ class UnitFrontend(nn.Module):
             ``(x_unit, out_lengths)``: x_unit (B, T', D), zeros past each length;
             ``T' = T_unit`` downsampled ``n - 1`` times.
         """
-        x = self.embed_units(units)  # (B, T_unit) -> (B, T_unit, D)
         if self.downsample is None:
+            x = self.embed_units(units)  # (B, T_unit) -> (B, T_unit, D)
             x = x.masked_fill(frames_padding_mask(lengths, x.size(1)).unsqueeze(-1), 0.0)
             return x, lengths
-        return self.downsample(x, lengths)
+        lookup = self.first_layer_lookup
+        if lookup is None:  # auto: tables of V rows beat convolving B x T' frames once V < B x T'
+            lookup = self.padding_idx + 1 < units.size(0) * subsampled_length(units.size(1), 1)
+        if not lookup:
+            return self.downsample(self.embed_units(units), lengths)
+        y = self._first_layer_by_lookup(units, lengths)  # (B, C0 / 2, T')
+        return self.downsample.layers_from(y, subsampled_lengths(lengths, 1), 1)
+
+    def _first_layer_by_lookup(self, units: Tensor, lengths: Tensor) -> Tensor:
+        """The first stride-2 convolution (and its GLU) of the embedded units, by table lookups.
+
+        With taps ``W_j`` (C0, D) and padding p, ``conv(E[u])[t] = b + sum_j W_j E[u[2t + j - p]]
+        = b + sum_j T_j[u[2t + j - p]]`` for ``T_j = E W_j^T`` (V, C0): the same function of the
+        same parameters, costing V x D x C0 x k multiply-adds a step for the tables instead of
+        B x T' x D x C0 x k for the convolution, then a k-row sum per output frame
+        (``embedding_bag``). Positions past a length and the conv's zero padding read the
+        padding row, which is zeroed in the tables as the masked subsampler zeroes those frames.
+
+        Args:
+            units: (B, T_unit) ids in [0, K], K = padding; lengths: (B,).
+
+        Returns:
+            (B, C0 / 2, T') after the GLU, zero past the subsampled lengths.
+        """
+        conv = self.downsample.conv_layers[0]
+        k, p, V = conv.kernel_size[0], conv.padding[0], self.padding_idx + 1
+        bsz, t_unit = units.shape
+        keep = torch.ones(V, 1, dtype=self.embed_units.weight.dtype, device=units.device)
+        keep[self.padding_idx] = 0
+        emb = self.embed_units.weight * keep  # (V, D), the padding row zero whatever its values
+        tables = torch.einsum("vd,cdk->kvc", emb, conv.weight).reshape(k * V, -1)  # (k V, C0): row j V + u is T_j[u]
+        ids = units.masked_fill(frames_padding_mask(lengths, t_unit), self.padding_idx)  # (B, T_unit)
+        ids = F.pad(ids, (p, p), value=self.padding_idx)  # (B, T_unit + 2p)
+        windows = ids.unfold(1, k, conv.stride[0])  # (B, T', k): the ids under each output frame's taps
+        windows = windows + torch.arange(k, device=units.device) * V  # tap j reads table j
+        t_out = windows.size(1)
+        y = F.embedding_bag(windows.reshape(-1, k), tables, mode="sum")  # (B T', C0)
+        y = F.glu(y + conv.bias, dim=-1).view(bsz, t_out, -1)  # (B, T', C0 / 2)
+        y = y.masked_fill(frames_padding_mask(subsampled_lengths(lengths, 1), t_out).unsqueeze(-1), 0.0)
+        return y.transpose(1, 2)  # (B, C0 / 2, T')
