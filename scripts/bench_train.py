@@ -114,6 +114,11 @@ def mode_table(interval: int):
         f"gsgn-exact-utt-i{interval}": ("gsgn", [*gate, "--fusion", "gsgn", "--gate-target", "exact",
                                                  "--gate-target-granularity", "utterance",
                                                  "--gate-target-interval", str(interval)]),
+        # GSGN+Drop as trained by default: factorized per-utterance target, multi-stage dropout
+        # in its middle stage (every branch drawn), the epoch the bench's batches belong to
+        "gsgn-drop": ("gsgn", [*gate, "--fusion", "gsgn", "--gate-target", "factorized",
+                               "--gate-target-granularity", "utterance", "--multi-stage-dropout",
+                               "--msd-schedule", "1:0.5,0.3"]),
         S2T: ("s2t", gate),
         "fbank-lsce": ("gsgn", ["--criterion", LSCE, "--fusion", "fbank"]),
         f"{S2T}-lsce": ("s2t", ["--criterion", LSCE]),
@@ -131,6 +136,8 @@ def goal_ratios(interval: int):
         (f"gsgn-exact-i{interval}", BASELINE, 1.15),
         ("gsgn-exact", BASELINE, None),
         ("gsgn-factorized-utt", BASELINE, 1.10),
+        ("gsgn-drop", BASELINE, 1.10),
+        ("gsgn-drop", "gsgn-factorized-utt", None),
         ("gsgn-exact-utt", BASELINE, None),
         (f"gsgn-exact-utt-i{interval}", BASELINE, 1.10),
         (NOGATE, BASELINE, None),
