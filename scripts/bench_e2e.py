@@ -21,6 +21,7 @@ decoder work; the JSON records each mode's mean hypothesis length.
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -79,13 +80,22 @@ def train_argv(args, arch: str, max_tokens: int, mode: str, save_dir: Path, upda
             "--keep-interval-updates", "1", "--disable-validation"]
 
 
-def timed(cmd: List[str], threads: int) -> float:
+def timed(cmd: List[str], threads: int, updates: int, save_dir: Path) -> float:
+    """Wall-clock seconds of one whole training process, which must have made ``updates``
+    updates from scratch (no checkpoint loaded; ``num_updates`` of its last checkpoint)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     t = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - t
     if p.returncode != 0:
         raise SystemExit(f"failed (exit {p.returncode}): {' '.join(cmd)}\n{(p.stdout + p.stderr)[-3000:]}")
+    import torch
+
+    last = save_dir / "checkpoint_last.pt"
+    done = torch.load(last, map_location="cpu", weights_only=False)["optimizer_history"][-1]["num_updates"]
+    if "Loaded checkpoint" in p.stdout + p.stderr or done != updates:
+        raise SystemExit(f"expected {updates} updates from scratch, {last} has {done} "
+                         f"(resumed from an earlier checkpoint?): {' '.join(cmd)}")
     return elapsed
 
 
@@ -167,8 +177,11 @@ def main():
                 for mode in order:
                     times = []
                     for n in (n_short, n_long):
+                        # a fresh directory every run: a checkpoint_last.pt left by the last round
+                        # would resume at its end and time nothing
                         save = work / arch / mode / str(n)
-                        times.append(timed(train_argv(args, arch, max_tokens, mode, save, n), args.threads))
+                        shutil.rmtree(save, ignore_errors=True)
+                        times.append(timed(train_argv(args, arch, max_tokens, mode, save, n), args.threads, n, save))
                     per_update[mode].append((times[1] - times[0]) / (n_long - n_short))
                     print(f"{arch} round {r + 1} {mode}: {1000 * per_update[mode][-1]:.1f} ms/update", flush=True)
             med = {m: statistics.median(v) for m, v in per_update.items()}

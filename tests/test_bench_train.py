@@ -63,12 +63,13 @@ def test_bench_e2e_runs_real_fairseq_train_and_decoding(tmp_path):
     out = tmp_path / "bench.json"
     p = subprocess.run([sys.executable, str(root / "scripts/bench_e2e.py"), "--data", str(tmp_path / "data/en-de"),
                         "--num-units", "8", "--archs", "s2t_gsgn_tiny:3000", "--modes", "fbank,gsgn_drop,s2t_transformer",
-                        "--updates", "1,3", "--rounds", "1", "--threads", "1", "--decode-fixed-len", "7",
+                        "--updates", "1,3", "--rounds", "2", "--threads", "1", "--decode-fixed-len", "7",
                         "--json", str(out)],
                        cwd=root, env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     res = json.loads(out.read_text())["archs"]["s2t_gsgn_tiny"]
     assert set(res["ms_per_update"]) == {"fbank", "gsgn_drop", "s2t_transformer"}
+    assert all(len(v) == 2 for v in res["runs_ms"].values())  # round 2 trained from scratch again
     assert res["ratio_to_fbank"]["fbank"] == 1.0 and all(v > 0 for v in res["decode_s"].values())
     assert res["decode_mean_len"] == {"fbank": 7, "gsgn_drop": 7, "s2t_transformer": 7}  # --decode-fixed-len
     assert "s2t_gsgn_tiny: gsgn_drop / fbank per update" in p.stdout and "fbank / s2t_transformer decoding" in p.stdout
