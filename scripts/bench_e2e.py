@@ -5,11 +5,14 @@ For each ``--archs`` entry and each mode (FBank-only, GSGN, GSGN+Drop with each 
 reading, fairseq's ``s2t_transformer`` of the same size), ``fairseq-train`` runs as a whole
 process twice, for ``N_short`` and ``N_long`` updates (``--updates N_short,N_long``), on the
 same prepared data; the per-update wall-clock is ``(t_long - t_short) / (N_long - N_short)``,
-so start-up, data loading set-up and the final checkpoint cancel. Modes alternate within a
-round and the order rotates between rounds, so a change of machine load hits every mode
-alike; the figure is the median over ``--rounds``. Decoding: the whole ``--decode-subset``
-with beam 5, in-process (``task.inference_step``, ``time.perf_counter`` around the decoding
-alone), with each mode's long-run checkpoint or ``--decode-checkpoints MODE=PATH`` (trained
+so start-up, data loading set-up and the final checkpoint cancel. Each run is timed twice:
+by the wall clock and by the CPU time of the process and its children (``getrusage``), which
+other work on the machine disturbs far less; the ratios are of CPU time on CPU (wall-clock
+beside them) and of wall-clock on a GPU. Modes alternate within a round and the order rotates
+between rounds, so a change of machine load hits every mode alike; the figure is the median
+over ``--rounds``. Decoding: the whole ``--decode-subset``
+with beam 5, in-process (``task.inference_step``; ``time.process_time`` and
+``time.perf_counter`` around the decoding alone), with each mode's long-run checkpoint or ``--decode-checkpoints MODE=PATH`` (trained
 models: decode time depends on the hypotheses' lengths), multi-stage-dropout models with
 the ``sample`` protocol. ``--decode-fixed-len N`` forces every hypothesis to N tokens, so that
 models trained for a few updates (whose hypotheses differ in length) are compared on the same
@@ -21,6 +24,7 @@ decoder work; the JSON records each mode's mean hypothesis length.
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -80,13 +84,19 @@ def train_argv(args, arch: str, max_tokens: int, mode: str, save_dir: Path, upda
             "--keep-interval-updates", "1", "--disable-validation"]
 
 
-def timed(cmd: List[str], threads: int, updates: int, save_dir: Path) -> float:
-    """Wall-clock seconds of one whole training process, which must have made ``updates``
-    updates from scratch (no checkpoint loaded; ``num_updates`` of its last checkpoint)."""
+def children_cpu_seconds() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)  # finished and waited-for descendants
+    return ru.ru_utime + ru.ru_stime
+
+
+def timed(cmd: List[str], threads: int, updates: int, save_dir: Path) -> Tuple[float, float]:
+    """Wall-clock and CPU seconds of one whole training process (its data-loader workers
+    included), which must have made ``updates`` updates from scratch (no checkpoint loaded;
+    ``num_updates`` of its last checkpoint)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    t = time.perf_counter()
+    t, c = time.perf_counter(), children_cpu_seconds()
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    elapsed = time.perf_counter() - t
+    elapsed, cpu = time.perf_counter() - t, children_cpu_seconds() - c
     if p.returncode != 0:
         raise SystemExit(f"failed (exit {p.returncode}): {' '.join(cmd)}\n{(p.stdout + p.stderr)[-3000:]}")
     import torch
@@ -96,13 +106,13 @@ def timed(cmd: List[str], threads: int, updates: int, save_dir: Path) -> float:
     if "Loaded checkpoint" in p.stdout + p.stderr or done != updates:
         raise SystemExit(f"expected {updates} updates from scratch, {last} has {done} "
                          f"(resumed from an earlier checkpoint?): {' '.join(cmd)}")
-    return elapsed
+    return elapsed, cpu
 
 
 def decode_seconds(ckpt: Path, data: Path, subset: str, beam: int, msd: bool, cpu: bool,
                    fixed_len: int = 0) -> Tuple[float, float]:
-    """Seconds spent decoding ``subset`` (the generator alone), and the mean hypothesis length
-    in tokens (EOS left out)."""
+    """Seconds spent decoding ``subset`` (the generator alone: process CPU time on CPU,
+    wall-clock on a GPU), and the mean hypothesis length in tokens (EOS left out)."""
     import torch
     from fairseq import checkpoint_utils
 
@@ -129,11 +139,12 @@ def decode_seconds(ckpt: Path, data: Path, subset: str, beam: int, msd: bool, cp
                 from fairseq import utils
 
                 b = utils.move_to_cuda(b)
-            t = time.perf_counter()
+            clock = time.process_time if cpu else time.perf_counter
+            t = clock()
             hypos = task.inference_step(gen, [model], b)
             if not cpu:
                 torch.cuda.synchronize()
-            total += time.perf_counter() - t
+            total += clock() - t
             n_tokens += sum(int((h[0]["tokens"] != eos).sum()) for h in hypos)
             n_hyps += len(hypos)
     return total, n_tokens / max(n_hyps, 1)
@@ -171,7 +182,8 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         for arch, max_tokens in archs:
-            per_update: Dict[str, List[float]] = {m: [] for m in modes}
+            per_update: Dict[str, List[float]] = {m: [] for m in modes}  # CPU s (wall on a GPU)
+            per_update_wall: Dict[str, List[float]] = {m: [] for m in modes}
             for r in range(args.rounds):
                 order = modes[r % len(modes):] + modes[: r % len(modes)]
                 for mode in order:
@@ -182,11 +194,20 @@ def main():
                         save = work / arch / mode / str(n)
                         shutil.rmtree(save, ignore_errors=True)
                         times.append(timed(train_argv(args, arch, max_tokens, mode, save, n), args.threads, n, save))
-                    per_update[mode].append((times[1] - times[0]) / (n_long - n_short))
-                    print(f"{arch} round {r + 1} {mode}: {1000 * per_update[mode][-1]:.1f} ms/update", flush=True)
+                    (w0, c0), (w1, c1) = times
+                    per_update_wall[mode].append((w1 - w0) / (n_long - n_short))
+                    per_update[mode].append((c1 - c0) / (n_long - n_short) if args.cpu else per_update_wall[mode][-1])
+                    print(f"{arch} round {r + 1} {mode}: {1000 * per_update[mode][-1]:.1f} ms/update "
+                          f"({'CPU time; ' if args.cpu else ''}wall {1000 * per_update_wall[mode][-1]:.1f})", flush=True)
             med = {m: statistics.median(v) for m, v in per_update.items()}
-            entry = {"max_tokens": max_tokens, "ms_per_update": {m: 1000 * v for m, v in med.items()},
-                     "ratio_to_fbank": {m: med[m] / med["fbank"] for m in modes}, "runs_ms": per_update}
+            wmed = {m: statistics.median(v) for m, v in per_update_wall.items()}
+            entry = {"max_tokens": max_tokens, "clock": "cpu" if args.cpu else "wall",
+                     "ms_per_update": {m: 1000 * v for m, v in med.items()},
+                     "ratio_to_fbank": {m: med[m] / med["fbank"] for m in modes},
+                     "wall_ms_per_update": {m: 1000 * v for m, v in wmed.items()},
+                     "wall_ratio_to_fbank": {m: wmed[m] / wmed["fbank"] for m in modes},
+                     "runs_ms": {m: [1000 * v for v in vs] for m, vs in per_update.items()},
+                     "runs_wall_ms": {m: [1000 * v for v in vs] for m, vs in per_update_wall.items()}}
             if not args.no_decode:
                 ckpts = dict(item.split("=", 1) for item in args.decode_checkpoints)
                 secs: Dict[str, List[float]] = {m: [] for m in modes}
@@ -203,11 +224,14 @@ def main():
                 entry["decode_mean_len"] = lens
                 entry["decode_ratio_to_fbank"] = {m: dmed[m] / dmed["fbank"] for m in modes}
             result["archs"][arch] = entry
-    lines = ["| arch | mode | ms / update | / FBank-only | decode s | decode / FBank-only |", "|---|---|---|---|---|---|"]
+    clock = "CPU" if args.cpu else "wall"
+    lines = [f"| arch | mode | ms / update ({clock}) | / FBank-only (wall) | decode s ({clock}) | decode / FBank-only |",
+             "|---|---|---|---|---|---|"]
     for arch, e in result["archs"].items():
         for m in modes:
             d = e.get("decode_s", {}).get(m)
-            lines.append(f"| {arch} | {m} | {e['ms_per_update'][m]:.1f} | {e['ratio_to_fbank'][m]:.3f} | "
+            lines.append(f"| {arch} | {m} | {e['ms_per_update'][m]:.1f} | {e['ratio_to_fbank'][m]:.3f} "
+                         f"({e['wall_ratio_to_fbank'][m]:.3f}) | "
                          f"{'-' if d is None else f'{d:.2f}'} | "
                          f"{'-' if d is None else format(e['decode_ratio_to_fbank'][m], '.3f')} |")
     lines += ["", "| goal | measured | target |", "|---|---|---|"]

@@ -70,6 +70,8 @@ def test_bench_e2e_runs_real_fairseq_train_and_decoding(tmp_path):
     res = json.loads(out.read_text())["archs"]["s2t_gsgn_tiny"]
     assert set(res["ms_per_update"]) == {"fbank", "gsgn_drop", "s2t_transformer"}
     assert all(len(v) == 2 for v in res["runs_ms"].values())  # round 2 trained from scratch again
+    assert res["clock"] == "cpu" and all(len(v) == 2 for v in res["runs_wall_ms"].values())
+    assert res["wall_ratio_to_fbank"]["fbank"] == 1.0 and set(res["wall_ms_per_update"]) == set(res["ms_per_update"])
     assert res["ratio_to_fbank"]["fbank"] == 1.0 and all(v > 0 for v in res["decode_s"].values())
     assert res["decode_mean_len"] == {"fbank": 7, "gsgn_drop": 7, "s2t_transformer": 7}  # --decode-fixed-len
     assert "s2t_gsgn_tiny: gsgn_drop / fbank per update" in p.stdout and "fbank / s2t_transformer decoding" in p.stdout
