@@ -47,7 +47,12 @@ MODES = {  # name -> (our arch or s2t_transformer, extra fairseq-train arguments
     "gsgn_drop": ("gsgn", [*GATE, "--fusion", "gsgn", "--gate-target", "factorized", *MSD]),
     "gsgn_drop_exact_i10": ("gsgn", [*GATE, "--fusion", "gsgn", "--gate-target", "exact", "--gate-target-interval", "10", *MSD]),
     S2T: ("s2t", ["--criterion", "label_smoothed_cross_entropy"]),  # fairseq's own task: no units read
+    # FBank + two unit views (the data must hold units_mfcc.zip beside units.zip, as the
+    # three-view recipe leaves it); not in the default --modes
+    "gsgn_drop_3view": ("gsgn", [*GATE, "--fusion", "gsgn", "--gate-target", "factorized", *MSD,
+                                 "--unit-views", "units,mfcc"]),
 }
+DEFAULT_MODES = [m for m in MODES if m != "gsgn_drop_3view"]
 GOALS = {("gsgn_drop", "fbank", "s2t_gsgn_tiny"): 1.10, ("gsgn_drop", "fbank", "s2t_gsgn_s"): 1.05,
          ("fbank", S2T, None): 1.03}
 DECODE_GOALS = {("gsgn_drop", "fbank"): 1.10, ("fbank", S2T): 1.03}
@@ -79,6 +84,10 @@ def train_argv(args, arch: str, max_tokens: int, mode: str, save_dir: Path, upda
         argv += s2t_transformer_argv(model_args(arch))
     else:
         argv += ["--arch", arch]
+    if "--unit-views" in extra:  # one --num-units entry per view
+        n_views = len(extra[extra.index("--unit-views") + 1].split(","))
+        j = argv.index("--num-units")
+        argv[j + 1] = ",".join([str(args.num_units)] * n_views)
     return [str(BIN / "fairseq-train"), *argv, *extra, "--max-update", str(updates), "--max-epoch", "1000",
             "--save-dir", str(save_dir), "--no-epoch-checkpoints", "--save-interval-updates", str(updates),
             "--keep-interval-updates", "1", "--disable-validation"]
@@ -115,6 +124,8 @@ def decode_seconds(ckpt: Path, data: Path, subset: str, beam: int, msd: bool, cp
     wall-clock on a GPU), and the mean hypothesis length in tokens (EOS left out)."""
     import torch
     from fairseq import checkpoint_utils
+
+    import gsgn_fairseq  # noqa: F401  (the task and model; fairseq checkpoints under weights_only)
 
     overrides = {"data": str(data)}
     if msd:
@@ -155,7 +166,8 @@ def main():
     p.add_argument("--data", type=Path, required=True, help="a prepared pair with units (e.g. data/toy/en-de)")
     p.add_argument("--num-units", type=int, default=100)
     p.add_argument("--archs", default="s2t_gsgn_tiny:10000,s2t_gsgn_s:3000", help="ARCH:MAX_TOKENS,...")
-    p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--modes", default=",".join(DEFAULT_MODES),
+                   help=f"comma-separated, of {', '.join(MODES)} (gsgn_drop_3view needs units_mfcc.zip in --data)")
     p.add_argument("--updates", default="10,150", help="N_short,N_long")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
