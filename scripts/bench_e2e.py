@@ -4,13 +4,14 @@
 For each ``--archs`` entry and each mode (FBank-only, GSGN, GSGN+Drop with each gate-target
 reading, fairseq's ``s2t_transformer`` of the same size), ``fairseq-train`` runs as a whole
 process twice, for ``N_short`` and ``N_long`` updates (``--updates N_short,N_long``), on the
-same prepared data; the per-update wall-clock is ``(t_long - t_short) / (N_long - N_short)``,
+same prepared data; the per-update time is ``(t_long - t_short) / (N_long - N_short)``,
 so start-up, data loading set-up and the final checkpoint cancel. Each run is timed twice:
 by the wall clock and by the CPU time of the process and its children (``getrusage``), which
 other work on the machine disturbs far less; the ratios are of CPU time on CPU (wall-clock
 beside them) and of wall-clock on a GPU. Modes alternate within a round and the order rotates
-between rounds, so a change of machine load hits every mode alike; the figure is the median
-over ``--rounds``. Decoding: the whole ``--decode-subset``
+between rounds, so a change of machine load hits every mode alike; a mode's ratio to
+FBank-only is the median over ``--rounds`` of each round's ratio (a round's runs share the
+machine's load), its time the median of its rounds. Decoding: the whole ``--decode-subset``
 with beam 5, in-process (``task.inference_step``; ``time.process_time`` and
 ``time.perf_counter`` around the decoding alone), with each mode's long-run checkpoint or ``--decode-checkpoints MODE=PATH`` (trained
 models: decode time depends on the hypotheses' lengths), multi-stage-dropout models with
@@ -118,6 +119,11 @@ def timed(cmd: List[str], threads: int, updates: int, save_dir: Path) -> Tuple[f
     return elapsed, cpu
 
 
+def per_round_ratios(runs: Dict[str, List[float]]) -> Dict[str, float]:
+    """Per mode, the median over rounds of its time / FBank-only's time in the same round."""
+    return {m: statistics.median(a / b for a, b in zip(v, runs["fbank"])) for m, v in runs.items()}
+
+
 def decode_seconds(ckpt: Path, data: Path, subset: str, beam: int, msd: bool, cpu: bool,
                    fixed_len: int = 0) -> Tuple[float, float]:
     """Seconds spent decoding ``subset`` (the generator alone: process CPU time on CPU,
@@ -145,12 +151,12 @@ def decode_seconds(ckpt: Path, data: Path, subset: str, beam: int, msd: bool, cp
     total, n_tokens, n_hyps = 0.0, 0, 0
     eos = task.target_dictionary.eos()
     with torch.no_grad():
+        clock = time.process_time if cpu else time.perf_counter
         for b in batches:
             if not cpu:
                 from fairseq import utils
 
                 b = utils.move_to_cuda(b)
-            clock = time.process_time if cpu else time.perf_counter
             t = clock()
             hypos = task.inference_step(gen, [model], b)
             if not cpu:
@@ -211,13 +217,11 @@ def main():
                     per_update[mode].append((c1 - c0) / (n_long - n_short) if args.cpu else per_update_wall[mode][-1])
                     print(f"{arch} round {r + 1} {mode}: {1000 * per_update[mode][-1]:.1f} ms/update "
                           f"({'CPU time; ' if args.cpu else ''}wall {1000 * per_update_wall[mode][-1]:.1f})", flush=True)
-            med = {m: statistics.median(v) for m, v in per_update.items()}
-            wmed = {m: statistics.median(v) for m, v in per_update_wall.items()}
             entry = {"max_tokens": max_tokens, "clock": "cpu" if args.cpu else "wall",
-                     "ms_per_update": {m: 1000 * v for m, v in med.items()},
-                     "ratio_to_fbank": {m: med[m] / med["fbank"] for m in modes},
-                     "wall_ms_per_update": {m: 1000 * v for m, v in wmed.items()},
-                     "wall_ratio_to_fbank": {m: wmed[m] / wmed["fbank"] for m in modes},
+                     "ms_per_update": {m: 1000 * statistics.median(v) for m, v in per_update.items()},
+                     "ratio_to_fbank": per_round_ratios(per_update),
+                     "wall_ms_per_update": {m: 1000 * statistics.median(v) for m, v in per_update_wall.items()},
+                     "wall_ratio_to_fbank": per_round_ratios(per_update_wall),
                      "runs_ms": {m: [1000 * v for v in vs] for m, vs in per_update.items()},
                      "runs_wall_ms": {m: [1000 * v for v in vs] for m, vs in per_update_wall.items()}}
             if not args.no_decode:
@@ -234,10 +238,10 @@ def main():
                 dmed = {m: statistics.median(v) for m, v in secs.items()}
                 entry["decode_s"] = dmed
                 entry["decode_mean_len"] = lens
-                entry["decode_ratio_to_fbank"] = {m: dmed[m] / dmed["fbank"] for m in modes}
+                entry["decode_ratio_to_fbank"] = per_round_ratios(secs)
             result["archs"][arch] = entry
     clock = "CPU" if args.cpu else "wall"
-    lines = [f"| arch | mode | ms / update ({clock}) | / FBank-only (wall) | decode s ({clock}) | decode / FBank-only |",
+    lines = [f"| arch | mode | ms / update ({clock}) | / FBank-only (wall-clock's) | decode s ({clock}) | decode / FBank-only |",
              "|---|---|---|---|---|---|"]
     for arch, e in result["archs"].items():
         for m in modes:

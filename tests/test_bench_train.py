@@ -112,3 +112,13 @@ def test_bench_e2e_three_view_mode_argv(tmp_path):
     two = bench_e2e.train_argv(args, "s2t_gsgn_tiny", 3000, "gsgn_drop", tmp_path / "save", 5)
     assert "--unit-views" not in two and two[two.index("--num-units") + 1] == "100"
     assert "gsgn_drop_3view" not in bench_e2e.DEFAULT_MODES and "gsgn_drop" in bench_e2e.DEFAULT_MODES
+
+
+def test_bench_e2e_ratios_pair_each_round_with_its_own_fbank_run():
+    """A round's runs share the machine's load: each mode is divided by FBank-only's run of
+    the same round, then the median is taken (not the ratio of the medians)."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    import bench_e2e
+
+    r = bench_e2e.per_round_ratios({"fbank": [1.0, 2.0, 4.0], "gsgn": [1.1, 2.4, 4.0]})
+    assert r["fbank"] == 1.0 and abs(r["gsgn"] - 1.1) < 1e-12  # rounds: 1.1, 1.2, 1.0; medians' ratio: 1.2
