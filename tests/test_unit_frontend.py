@@ -50,6 +50,20 @@ def test_subsampler_padding_invariance():
     assert not torch.allclose(a, b[: a.size(0)])
 
 
+
+@pytest.mark.parametrize("in_channels", [1, 6])
+def test_subsampler_leaves_its_input_untouched(in_channels):
+    """Padding is zeroed in place on a copy; with one channel (B, T, 1) -> (B, 1, T) is already
+    contiguous, so a ``.contiguous()`` view there would zero the caller's tensor."""
+    torch.manual_seed(0)
+    sub = MaskedConv1dSubsampler(in_channels, 8, 4, [3])
+    x = torch.randn(2, 9, in_channels, requires_grad=True)
+    before = x.detach().clone()
+    y, _ = sub(x, torch.tensor([9, 5]))
+    y.sum().backward()
+    assert torch.equal(x.detach(), before)
+    assert torch.all(x.grad[1, 5:] == 0)  # padded frames get no gradient
+
 @pytest.mark.parametrize("fbank_layers", [1, 2, 3])
 def test_unit_view_lands_on_fbank_frame_rate(fbank_layers):
     torch.manual_seed(0)

@@ -100,15 +100,19 @@ class MaskedConv1dSubsampler(Conv1dSubsampler):
             ``(y, out_lengths)``: y (B, T', C_out) with zeros past each ``out_lengths`` frame,
             ``T' = floor((T - 1) / 2) + 1`` per layer.
         """
-        x = x.masked_fill(frames_padding_mask(lengths, x.size(1)).unsqueeze(-1), 0.0)
-        return self.layers_from(x.transpose(1, 2), lengths, 0)  # (B, T, C) -> (B, C, T)
+        # A contiguous (B, C, T) copy, as fairseq's subsampler feeds its convolutions (a transposed
+        # view costs oneDNN a reorder in every pass); being a copy, it is zeroed in place.
+        x = x.transpose(1, 2).clone(memory_format=torch.contiguous_format)  # (B, T, C) -> (B, C, T)
+        x.masked_fill_(frames_padding_mask(lengths, x.size(2)).unsqueeze(1), 0.0)
+        return self.layers_from(x, lengths, 0)
 
     def layers_from(self, x: Tensor, lengths: Tensor, first: int) -> Tuple[Tensor, Tensor]:
         """Layers ``first..`` on x (B, C, T), zero past ``lengths``; returns ``(y (B, T', C'), lengths)``."""
         for conv in self.conv_layers[first:]:
             x = nn.functional.glu(conv(x), dim=1)  # (B, 2C', T') -> (B, C', T')
             lengths = subsampled_lengths(lengths, 1)
-            x = x.masked_fill(frames_padding_mask(lengths, x.size(2)).unsqueeze(1), 0.0)
+            # in place: GLU's output is fresh and its backward needs only its input
+            x = x.masked_fill_(frames_padding_mask(lengths, x.size(2)).unsqueeze(1), 0.0)
         return x.transpose(1, 2).contiguous(), lengths  # (B, C', T') -> (B, T', C')
 
 
@@ -193,4 +197,4 @@ class UnitFrontend(nn.Module):
         y = F.embedding_bag(windows.reshape(-1, k), tables, mode="sum")  # (B T', C0)
         y = F.glu(y + conv.bias, dim=-1).view(bsz, t_out, -1)  # (B, T', C0 / 2)
         y = y.masked_fill(frames_padding_mask(subsampled_lengths(lengths, 1), t_out).unsqueeze(-1), 0.0)
-        return y.transpose(1, 2)  # (B, C0 / 2, T')
+        return y.transpose(1, 2).contiguous()  # (B, C0 / 2, T'), contiguous for the next convolution
