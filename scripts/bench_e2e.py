@@ -11,9 +11,13 @@ other work on the machine disturbs far less; the ratios are of CPU time on CPU (
 beside them) and of wall-clock on a GPU. Modes alternate within a round and the order rotates
 between rounds, so a change of machine load hits every mode alike; a mode's ratio to
 FBank-only is the median over ``--rounds`` of each round's ratio (a round's runs share the
-machine's load), its time the median of its rounds. Decoding: the whole ``--decode-subset``
-with beam 5, in-process (``task.inference_step``; ``time.process_time`` and
-``time.perf_counter`` around the decoding alone), with each mode's long-run checkpoint or ``--decode-checkpoints MODE=PATH`` (trained
+machine's load), its time the median of its rounds. On a machine that other jobs share,
+``--together`` starts every mode's run of a round at once instead (the short runs, then the
+long ones), each timed by its own CPU time: the modes then share the load moment by moment.
+Decoding: the whole ``--decode-subset`` with beam 5, in-process (``task.inference_step``;
+process CPU time around the generator alone, wall-clock on a GPU), every mode's model loaded
+once and the modes taking turns batch by batch, with each mode's long-run checkpoint or
+``--decode-checkpoints MODE=PATH`` (trained
 models: decode time depends on the hypotheses' lengths), multi-stage-dropout models with
 the ``sample`` protocol. ``--decode-fixed-len N`` forces every hypothesis to N tokens, so that
 models trained for a few updates (whose hypotheses differ in length) are compared on the same
@@ -109,62 +113,128 @@ def timed(cmd: List[str], threads: int, updates: int, save_dir: Path) -> Tuple[f
     elapsed, cpu = time.perf_counter() - t, children_cpu_seconds() - c
     if p.returncode != 0:
         raise SystemExit(f"failed (exit {p.returncode}): {' '.join(cmd)}\n{(p.stdout + p.stderr)[-3000:]}")
+    check_updates(save_dir, updates, p.stdout + p.stderr, cmd)
+    return elapsed, cpu
+
+
+
+def check_updates(save_dir: Path, updates: int, log: str, cmd: List[str]) -> None:
+    """Refuse a run that resumed from an earlier checkpoint or did not make ``updates`` updates."""
     import torch
 
     last = save_dir / "checkpoint_last.pt"
     done = torch.load(last, map_location="cpu", weights_only=False)["optimizer_history"][-1]["num_updates"]
-    if "Loaded checkpoint" in p.stdout + p.stderr or done != updates:
+    if "Loaded checkpoint" in log or done != updates:
         raise SystemExit(f"expected {updates} updates from scratch, {last} has {done} "
                          f"(resumed from an earlier checkpoint?): {' '.join(cmd)}")
-    return elapsed, cpu
 
+
+def timed_together(runs: Dict[str, Tuple[List[str], Path, int]], threads: int) -> Dict[str, Tuple[float, float]]:
+    """Start every ``mode -> (cmd, save_dir, updates)`` run at once and time each process on
+    its own: wall-clock from the common start to its exit, CPU time from its own resource
+    usage (``os.wait4``). Runs side by side share whatever load the machine has, moment by
+    moment, which whole runs one after another do not."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    procs = {}
+    t0 = time.perf_counter()
+    for mode, (cmd, save, _) in runs.items():
+        save.mkdir(parents=True, exist_ok=True)
+        log = open(save / "train.out", "w")  # a file, not a pipe: nobody reads pipes while all run
+        procs[mode] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
+    out: Dict[str, Tuple[float, float]] = {}
+    by_pid = {p.pid: mode for mode, (p, _) in procs.items()}
+    while by_pid:
+        pid, status, ru = os.wait4(-1, 0)
+        if pid not in by_pid:
+            continue
+        mode = by_pid.pop(pid)
+        p, log = procs[mode]
+        p.returncode = os.waitstatus_to_exitcode(status)  # reaped here; Popen must not wait again
+        log.close()
+        out[mode] = (time.perf_counter() - t0, ru.ru_utime + ru.ru_stime)
+    for mode, (cmd, save, updates) in runs.items():
+        text = (save / "train.out").read_text()
+        if procs[mode][0].returncode != 0:
+            raise SystemExit(f"failed (exit {procs[mode][0].returncode}): {' '.join(cmd)}\n{text[-3000:]}")
+        check_updates(save, updates, text, cmd)
+    return out
 
 def per_round_ratios(runs: Dict[str, List[float]]) -> Dict[str, float]:
     """Per mode, the median over rounds of its time / FBank-only's time in the same round."""
     return {m: statistics.median(a / b for a, b in zip(v, runs["fbank"])) for m, v in runs.items()}
 
 
-def decode_seconds(ckpt: Path, data: Path, subset: str, beam: int, msd: bool, cpu: bool,
-                   fixed_len: int = 0) -> Tuple[float, float]:
-    """Seconds spent decoding ``subset`` (the generator alone: process CPU time on CPU,
-    wall-clock on a GPU), and the mean hypothesis length in tokens (EOS left out)."""
-    import torch
-    from fairseq import checkpoint_utils
+class Decoding:
+    """One mode's model, generator and batches of ``subset``, loaded once; ``run(i)`` decodes
+    batch ``i`` and returns its seconds (the generator alone: process CPU time on CPU,
+    wall-clock on a GPU). Multi-stage-dropout models decode with the ``sample`` protocol."""
 
-    import gsgn_fairseq  # noqa: F401  (the task and model; fairseq checkpoints under weights_only)
+    def __init__(self, ckpt: Path, data: Path, subset: str, beam: int, msd: bool, cpu: bool, fixed_len: int = 0):
+        from fairseq import checkpoint_utils
 
-    overrides = {"data": str(data)}
-    if msd:
-        overrides["inference_branch"] = "sample"
-    models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(ckpt)], arg_overrides=overrides)
-    model = models[0].eval()
-    if not cpu:
-        model = model.cuda()
-    task.load_dataset(subset)
-    gen_args = argparse.Namespace(beam=beam, lenpen=1.0)
-    if fixed_len:  # every hypothesis exactly fixed_len tokens: the same decoder work for every model
-        gen_args = argparse.Namespace(beam=beam, lenpen=1.0, min_len=fixed_len, max_len_a=0, max_len_b=fixed_len)
-    gen = task.build_generator([model], gen_args)
-    itr = task.get_batch_iterator(task.dataset(subset), max_tokens=50000, required_batch_size_multiple=1,
-                                  seed=1).next_epoch_itr(shuffle=False)
-    batches = list(itr)
-    total, n_tokens, n_hyps = 0.0, 0, 0
-    eos = task.target_dictionary.eos()
-    with torch.no_grad():
-        clock = time.process_time if cpu else time.perf_counter
-        for b in batches:
-            if not cpu:
-                from fairseq import utils
+        import gsgn_fairseq  # noqa: F401  (the task and model; fairseq checkpoints under weights_only)
 
-                b = utils.move_to_cuda(b)
+        overrides = {"data": str(data)}
+        if msd:
+            overrides["inference_branch"] = "sample"
+        models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(ckpt)], arg_overrides=overrides)
+        self.model = models[0].eval()
+        if not cpu:
+            self.model = self.model.cuda()
+        self.cpu, self.task = cpu, task
+        task.load_dataset(subset)
+        gen_args = argparse.Namespace(beam=beam, lenpen=1.0)
+        if fixed_len:  # every hypothesis exactly fixed_len tokens: the same decoder work for every model
+            gen_args = argparse.Namespace(beam=beam, lenpen=1.0, min_len=fixed_len, max_len_a=0, max_len_b=fixed_len)
+        self.gen = task.build_generator([self.model], gen_args)
+        itr = task.get_batch_iterator(task.dataset(subset), max_tokens=50000, required_batch_size_multiple=1,
+                                      seed=1).next_epoch_itr(shuffle=False)
+        self.batches = list(itr)
+        self.n_tokens, self.n_hyps = 0, 0
+
+    def run(self, i: int) -> float:
+        import torch
+
+        b = self.batches[i]
+        if not self.cpu:
+            from fairseq import utils
+
+            b = utils.move_to_cuda(b)
+        clock = time.process_time if self.cpu else time.perf_counter
+        with torch.no_grad():
             t = clock()
-            hypos = task.inference_step(gen, [model], b)
-            if not cpu:
+            hypos = self.task.inference_step(self.gen, [self.model], b)
+            if not self.cpu:
                 torch.cuda.synchronize()
-            total += clock() - t
-            n_tokens += sum(int((h[0]["tokens"] != eos).sum()) for h in hypos)
-            n_hyps += len(hypos)
-    return total, n_tokens / max(n_hyps, 1)
+            took = clock() - t
+        eos = self.task.target_dictionary.eos()
+        self.n_tokens += sum(int((h[0]["tokens"] != eos).sum()) for h in hypos)
+        self.n_hyps += len(hypos)
+        return took
+
+    @property
+    def mean_len(self) -> float:
+        """Mean hypothesis length in tokens (EOS left out) over every batch decoded so far."""
+        return self.n_tokens / max(self.n_hyps, 1)
+
+
+def decode_rounds(decoders: Dict[str, "Decoding"], rounds: int) -> Dict[str, List[float]]:
+    """Per mode, the seconds of each round's pass over the whole subset. The modes take turns
+    batch by batch (the order rotating between rounds), so a change of load within a round
+    hits every mode alike."""
+    modes = list(decoders)
+    secs: Dict[str, List[float]] = {m: [] for m in modes}
+    n = max(len(d.batches) for d in decoders.values())
+    for r in range(rounds):
+        order = modes[r % len(modes):] + modes[: r % len(modes)]
+        total = dict.fromkeys(modes, 0.0)
+        for i in range(n):
+            for m in order:
+                if i < len(decoders[m].batches):
+                    total[m] += decoders[m].run(i)
+        for m in modes:
+            secs[m].append(total[m])
+    return secs
 
 
 def main():
@@ -183,6 +253,10 @@ def main():
     p.add_argument("--decode-fixed-len", type=int, default=0, metavar="N",
                    help="force every hypothesis to N tokens (min = max length), so that models trained for a few "
                         "updates, whose hypotheses differ in length, are compared on the same decoder work")
+    p.add_argument("--together", action="store_true",
+                   help="run every mode's training at once in each round (each with --threads threads, each "
+                        "timed by its own CPU time), so that all share the machine's load moment by moment: "
+                        "for a machine other jobs share")
     p.add_argument("--no-decode", action="store_true")
     p.add_argument("--gpu", dest="cpu", action="store_false", help="train in bf16 on the GPU")
     p.add_argument("--json", type=Path)
@@ -196,6 +270,7 @@ def main():
         p.error(f"--updates must be N_short,N_long with 0 < N_short < N_long, got {args.updates}")
     archs = [(a.split(":")[0], int(a.split(":")[1])) for a in args.archs.split(",")]
     result: Dict[str, dict] = {"updates": [n_short, n_long], "rounds": args.rounds, "threads": args.threads,
+                               "together": args.together,
                                "decode_fixed_len": args.decode_fixed_len, "archs": {}}
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
@@ -204,14 +279,30 @@ def main():
             per_update_wall: Dict[str, List[float]] = {m: [] for m in modes}
             for r in range(args.rounds):
                 order = modes[r % len(modes):] + modes[: r % len(modes)]
-                for mode in order:
-                    times = []
+
+                def fresh(mode: str, n: int) -> Path:
+                    # a fresh directory every run: a checkpoint_last.pt left by the last round
+                    # would resume at its end and time nothing
+                    save = work / arch / mode / str(n)
+                    shutil.rmtree(save, ignore_errors=True)
+                    return save
+
+                together = {}
+                if args.together:  # every mode at once, the short runs, then the long ones
                     for n in (n_short, n_long):
-                        # a fresh directory every run: a checkpoint_last.pt left by the last round
-                        # would resume at its end and time nothing
-                        save = work / arch / mode / str(n)
-                        shutil.rmtree(save, ignore_errors=True)
-                        times.append(timed(train_argv(args, arch, max_tokens, mode, save, n), args.threads, n, save))
+                        runs = {}
+                        for mode in order:
+                            save = fresh(mode, n)
+                            runs[mode] = (train_argv(args, arch, max_tokens, mode, save, n), save, n)
+                        together[n] = timed_together(runs, args.threads)
+                for mode in order:
+                    if args.together:
+                        times = [together[n_short][mode], together[n_long][mode]]
+                    else:
+                        times = []
+                        for n in (n_short, n_long):
+                            save = fresh(mode, n)
+                            times.append(timed(train_argv(args, arch, max_tokens, mode, save, n), args.threads, n, save))
                     (w0, c0), (w1, c1) = times
                     per_update_wall[mode].append((w1 - w0) / (n_long - n_short))
                     per_update[mode].append((c1 - c0) / (n_long - n_short) if args.cpu else per_update_wall[mode][-1])
@@ -226,18 +317,14 @@ def main():
                      "runs_wall_ms": {m: [1000 * v for v in vs] for m, vs in per_update_wall.items()}}
             if not args.no_decode:
                 ckpts = dict(item.split("=", 1) for item in args.decode_checkpoints)
-                secs: Dict[str, List[float]] = {m: [] for m in modes}
-                lens: Dict[str, float] = {}
-                for r in range(args.rounds):
-                    for mode in modes[r % len(modes):] + modes[: r % len(modes)]:
-                        ckpt = Path(ckpts.get(mode, work / arch / mode / str(n_long) / "checkpoint_last.pt"))
-                        sec, lens[mode] = decode_seconds(ckpt, args.data, args.decode_subset, args.beam,
-                                                         "--multi-stage-dropout" in MODES[mode][1], args.cpu,
-                                                         args.decode_fixed_len)
-                        secs[mode].append(sec)
-                dmed = {m: statistics.median(v) for m, v in secs.items()}
-                entry["decode_s"] = dmed
-                entry["decode_mean_len"] = lens
+                decoders = {mode: Decoding(Path(ckpts.get(mode, work / arch / mode / str(n_long) / "checkpoint_last.pt")),
+                                           args.data, args.decode_subset, args.beam,
+                                           "--multi-stage-dropout" in MODES[mode][1], args.cpu, args.decode_fixed_len)
+                            for mode in modes}
+                secs = decode_rounds(decoders, args.rounds)
+                entry["decode_s"] = {m: statistics.median(v) for m, v in secs.items()}
+                entry["decode_runs_s"] = secs
+                entry["decode_mean_len"] = {m: d.mean_len for m, d in decoders.items()}
                 entry["decode_ratio_to_fbank"] = per_round_ratios(secs)
             result["archs"][arch] = entry
     clock = "CPU" if args.cpu else "wall"

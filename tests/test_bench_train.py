@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tiny_s2t_data import make_tiny_multiview_data
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_train.py"
@@ -41,9 +43,11 @@ def test_bench_train_smoke(tmp_path):
     assert "gsgn-factorized/fbank" in proc.stdout and "fbank/s2t_transformer" in proc.stdout
 
 
-def test_bench_e2e_runs_real_fairseq_train_and_decoding(tmp_path):
-    """scripts/bench_e2e.py: whole fairseq-train processes per mode, per-update ratios with
-    start-up removed, decoding timed in-process, the goals table."""
+@pytest.mark.parametrize("together", [False, True])
+def test_bench_e2e_runs_real_fairseq_train_and_decoding(tmp_path, together):
+    """scripts/bench_e2e.py: whole fairseq-train processes per mode (one after another, or
+    all of a round's at once), per-update ratios with start-up removed, decoding timed
+    in-process, the goals table."""
     import json
     import os
     import subprocess
@@ -64,7 +68,7 @@ def test_bench_e2e_runs_real_fairseq_train_and_decoding(tmp_path):
     p = subprocess.run([sys.executable, str(root / "scripts/bench_e2e.py"), "--data", str(tmp_path / "data/en-de"),
                         "--num-units", "8", "--archs", "s2t_gsgn_tiny:3000", "--modes", "fbank,gsgn_drop,s2t_transformer",
                         "--updates", "1,3", "--rounds", "2", "--threads", "1", "--decode-fixed-len", "7",
-                        "--json", str(out)],
+                        "--json", str(out), *(["--together"] if together else [])],
                        cwd=root, env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     res = json.loads(out.read_text())["archs"]["s2t_gsgn_tiny"]
@@ -75,6 +79,8 @@ def test_bench_e2e_runs_real_fairseq_train_and_decoding(tmp_path):
     assert res["ratio_to_fbank"]["fbank"] == 1.0 and all(v > 0 for v in res["decode_s"].values())
     assert res["decode_mean_len"] == {"fbank": 7, "gsgn_drop": 7, "s2t_transformer": 7}  # --decode-fixed-len
     assert "s2t_gsgn_tiny: gsgn_drop / fbank per update" in p.stdout and "fbank / s2t_transformer decoding" in p.stdout
+    assert json.loads(out.read_text())["together"] is together
+    assert all(len(v) == 2 for v in res["decode_runs_s"].values())
 
 
 def test_bench_data_splits_the_data_path_per_mode(tmp_path):
@@ -122,3 +128,25 @@ def test_bench_e2e_ratios_pair_each_round_with_its_own_fbank_run():
 
     r = bench_e2e.per_round_ratios({"fbank": [1.0, 2.0, 4.0], "gsgn": [1.1, 2.4, 4.0]})
     assert r["fbank"] == 1.0 and abs(r["gsgn"] - 1.1) < 1e-12  # rounds: 1.1, 1.2, 1.0; medians' ratio: 1.2
+
+
+def test_bench_e2e_decoding_takes_turns_batch_by_batch():
+    """Decoding rounds interleave the modes per batch (order rotating between rounds), so a
+    change of load within a round hits every mode alike; each round sums its batches."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    import bench_e2e
+
+    calls = []
+
+    class Fake:
+        def __init__(self, name, n, sec):
+            self.name, self.batches, self.sec = name, list(range(n)), sec
+
+        def run(self, i):
+            calls.append((self.name, i))
+            return self.sec
+
+    secs = bench_e2e.decode_rounds({"fbank": Fake("fbank", 3, 1.0), "gsgn": Fake("gsgn", 2, 2.0)}, rounds=2)
+    assert calls[:5] == [("fbank", 0), ("gsgn", 0), ("fbank", 1), ("gsgn", 1), ("fbank", 2)]
+    assert calls[5:7] == [("gsgn", 0), ("fbank", 0)]  # round 2 starts with the other mode
+    assert secs == {"fbank": [3.0, 3.0], "gsgn": [4.0, 4.0]}
