@@ -6,7 +6,7 @@ reading, fairseq's ``s2t_transformer`` of the same size), ``fairseq-train`` runs
 process twice, for ``N_short`` and ``N_long`` updates (``--updates N_short,N_long``), on the
 same prepared data; the per-update time is ``(t_long - t_short) / (N_long - N_short)``,
 so start-up, data loading set-up and the final checkpoint cancel. Each run is timed twice:
-by the wall clock and by the CPU time of the process and its children (``getrusage``), which
+by the wall clock and by the CPU time of the process and its children (``os.wait4``), which
 other work on the machine disturbs far less; the ratios are of CPU time on CPU (wall-clock
 beside them) and of wall-clock on a GPU. Modes alternate within a round and the order rotates
 between rounds, so a change of machine load hits every mode alike; a mode's ratio to
@@ -29,7 +29,6 @@ decoder work; the JSON records each mode's mean hypothesis length.
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -98,26 +97,6 @@ def train_argv(args, arch: str, max_tokens: int, mode: str, save_dir: Path, upda
             "--keep-interval-updates", "1", "--disable-validation"]
 
 
-def children_cpu_seconds() -> float:
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)  # finished and waited-for descendants
-    return ru.ru_utime + ru.ru_stime
-
-
-def timed(cmd: List[str], threads: int, updates: int, save_dir: Path) -> Tuple[float, float]:
-    """Wall-clock and CPU seconds of one whole training process (its data-loader workers
-    included), which must have made ``updates`` updates from scratch (no checkpoint loaded;
-    ``num_updates`` of its last checkpoint)."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    t, c = time.perf_counter(), children_cpu_seconds()
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    elapsed, cpu = time.perf_counter() - t, children_cpu_seconds() - c
-    if p.returncode != 0:
-        raise SystemExit(f"failed (exit {p.returncode}): {' '.join(cmd)}\n{(p.stdout + p.stderr)[-3000:]}")
-    check_updates(save_dir, updates, p.stdout + p.stderr, cmd)
-    return elapsed, cpu
-
-
-
 def check_updates(save_dir: Path, updates: int, log: str, cmd: List[str]) -> None:
     """Refuse a run that resumed from an earlier checkpoint or did not make ``updates`` updates."""
     import torch
@@ -129,11 +108,12 @@ def check_updates(save_dir: Path, updates: int, log: str, cmd: List[str]) -> Non
                          f"(resumed from an earlier checkpoint?): {' '.join(cmd)}")
 
 
-def timed_together(runs: Dict[str, Tuple[List[str], Path, int]], threads: int) -> Dict[str, Tuple[float, float]]:
-    """Start every ``mode -> (cmd, save_dir, updates)`` run at once and time each process on
-    its own: wall-clock from the common start to its exit, CPU time from its own resource
-    usage (``os.wait4``). Runs side by side share whatever load the machine has, moment by
-    moment, which whole runs one after another do not."""
+def timed(runs: Dict[str, Tuple[List[str], Path, int]], threads: int) -> Dict[str, Tuple[float, float]]:
+    """Start every ``mode -> (cmd, save_dir, updates)`` run at once (one, for runs one after
+    another) and time each whole training process on its own: wall-clock from the common
+    start to its exit, CPU time from its resource usage (``os.wait4``: the process and its
+    data-loader workers). Each must have made ``updates`` updates from scratch. Runs side by
+    side share whatever load the machine has, moment by moment."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     procs = {}
     t0 = time.perf_counter()
@@ -158,6 +138,7 @@ def timed_together(runs: Dict[str, Tuple[List[str], Path, int]], threads: int) -
             raise SystemExit(f"failed (exit {procs[mode][0].returncode}): {' '.join(cmd)}\n{text[-3000:]}")
         check_updates(save, updates, text, cmd)
     return out
+
 
 def per_round_ratios(runs: Dict[str, List[float]]) -> Dict[str, float]:
     """Per mode, the median over rounds of its time / FBank-only's time in the same round."""
@@ -280,30 +261,26 @@ def main():
             for r in range(args.rounds):
                 order = modes[r % len(modes):] + modes[: r % len(modes)]
 
-                def fresh(mode: str, n: int) -> Path:
-                    # a fresh directory every run: a checkpoint_last.pt left by the last round
-                    # would resume at its end and time nothing
-                    save = work / arch / mode / str(n)
-                    shutil.rmtree(save, ignore_errors=True)
-                    return save
+                def run(group: List[str], n: int) -> Dict[str, Tuple[float, float]]:
+                    runs = {}
+                    for mode in group:
+                        # a fresh directory every run: a checkpoint_last.pt left by the last round
+                        # would resume at its end and time nothing
+                        save = work / arch / mode / str(n)
+                        shutil.rmtree(save, ignore_errors=True)
+                        runs[mode] = (train_argv(args, arch, max_tokens, mode, save, n), save, n)
+                    return timed(runs, args.threads)
 
-                together = {}
+                times: Dict[int, Dict[str, Tuple[float, float]]] = {n_short: {}, n_long: {}}
                 if args.together:  # every mode at once, the short runs, then the long ones
                     for n in (n_short, n_long):
-                        runs = {}
-                        for mode in order:
-                            save = fresh(mode, n)
-                            runs[mode] = (train_argv(args, arch, max_tokens, mode, save, n), save, n)
-                        together[n] = timed_together(runs, args.threads)
-                for mode in order:
-                    if args.together:
-                        times = [together[n_short][mode], together[n_long][mode]]
-                    else:
-                        times = []
+                        times[n] = run(order, n)
+                else:
+                    for mode in order:
                         for n in (n_short, n_long):
-                            save = fresh(mode, n)
-                            times.append(timed(train_argv(args, arch, max_tokens, mode, save, n), args.threads, n, save))
-                    (w0, c0), (w1, c1) = times
+                            times[n].update(run([mode], n))
+                for mode in order:
+                    (w0, c0), (w1, c1) = times[n_short][mode], times[n_long][mode]
                     per_update_wall[mode].append((w1 - w0) / (n_long - n_short))
                     per_update[mode].append((c1 - c0) / (n_long - n_short) if args.cpu else per_update_wall[mode][-1])
                     print(f"{arch} round {r + 1} {mode}: {1000 * per_update[mode][-1]:.1f} ms/update "
