@@ -21,6 +21,7 @@ while [ $# -gt 0 ]; do
     --msd-schedule) sched=$2;; --units) units=$2;; --data-root) root=$2;; --init-asr) init=$2;; esac; shift 2
 done
 echo "$exp|$variants|$stage|$seed|$sched|$units|$root|$init" >> "$CALLS"
+[ "$stage" = 1 ] && sleep "${UNITS_SLEEP:-0}" && echo "$exp|units done|1" >> "$CALLS"
 [ "$stage" = 2 ] || exit 0
 [ "$variants" = unit ] && [ -n "${FAIL_UNIT:-}" ] && exit 3
 mkdir -p "$exp/$variants" "$exp/.done"
@@ -57,7 +58,8 @@ def _study(tmp_path, *args, **env):
 
 
 def test_study_schedule_scaled_to_fbank_convergence_and_job_order(tmp_path):
-    p, rows = _study(tmp_path, "--seeds", "1,2", "--parts", "table1,ablations,table4,table3,mfcc", "--parallel", "2")
+    p, rows = _study(tmp_path, "--seeds", "1,2", "--parts", "table1,ablations,table4,table3,mfcc", "--parallel", "2",
+                     UNITS_SLEEP="3")
     assert "report" in p.stdout  # training finished (the report itself has no data here)
     exp = tmp_path / "exp"
     schedule = json.loads((exp / "msd_schedule.json").read_text())
@@ -75,6 +77,12 @@ def test_study_schedule_scaled_to_fbank_convergence_and_job_order(tmp_path):
     pre = [(i, r) for i, r in enumerate(rows) if len(r) > 2 and "pretrained" in r[0]]
     assert {r[1] for _, r in pre} == {"fbank", "unit", "gsgn", "gsgn_drop"} and all(i > i_pre for i, _ in pre)
     assert all(r[0] == str(exp / "pretrained/seed1") and r[7] == str(exp / "pretrain/asr/checkpoint_avg5.pt") for _, r in pre)
+    # the pretraining needs no units: it starts after the prep stage, beside the units stage
+    i_prep = next(i for i, r in enumerate(rows) if r[2] == "0")
+    i_units_done = next(i for i, r in enumerate(rows) if r[1] == "units done" and r[0] == str(exp))
+    assert i_prep < i_pre < i_units_done, rows
+    # the claim's pair first
+    assert {r[1] for _, r in pre[:2]} == {"fbank", "gsgn_drop"}
     # every multi-stage-dropout run, of every seed, trains with the scaled schedule, after fbank of seed 1
     order = [(r[3], r[1]) for r in trains]
     for key, r in runs.items():
@@ -86,7 +94,7 @@ def test_study_schedule_scaled_to_fbank_convergence_and_job_order(tmp_path):
     assert max(order.index((s, v)) for s in "12" for v in ("fbank", "unit", "gsgn")) < \
         min(order.index((s, v)) for s in "12" for v in ("gsgn_drop_nogate", "gsgn_drop_exact"))
     # units: the study's for its own runs, MFCC in a copy of the corpus for the mfcc part
-    prep = [r for r in rows if r[2] in ("0", "1")]
+    prep = [r for r in rows if r[2] in ("0", "1") and r[1] != "units done"]
     assert prep[0][5] == "hubert-toy" and prep[0][6] == str(tmp_path / "corpus")
     assert any(r[5] == "mfcc" and r[6] == str(exp / "data_mfcc") for r in prep)
     # a rerun starts no training that finished (the stand-in leaves no .done/train markers, run.sh's job)
@@ -239,11 +247,15 @@ def test_study_from_archive_skips_archived_runs(tmp_path):
     (archive / "seed1/fbank").mkdir(parents=True)
     (archive / "seed1/fbank/bleu-tst-COMMON.json").write_text('{"bleu": 50.0}')
     (archive / "seed1/fbank/checkpoint_avg5.pt.json").write_text('{"convergence_epoch": 32}')
+    (archive / "pretrained/seed1/unit").mkdir(parents=True)
+    (archive / "pretrained/seed1/unit/bleu-tst-COMMON.json").write_text('{"bleu": 40.0}')
     (archive / "msd_schedule.json").write_text(json.dumps(
         {"fbank_convergence_epoch": 32, "msd_schedule": "1:0.3,0.0;8:0.5,0.3;20:0.3,0.0", "how": "archived"}))
-    p, rows = _study(tmp_path, "--seeds", "1", "--parts", "table1", "--parallel", "1", "--from-archive", str(archive))
+    p, rows = _study(tmp_path, "--seeds", "1", "--parts", "table1,table4", "--parallel", "1", "--from-archive", str(archive))
     assert "from the archive: seed1/fbank (not trained again)" in p.stdout
-    trained = {r[1]: r for r in rows if r[2] == "2"}
+    assert "from the archive: pretrained/seed1/unit (not trained again)" in p.stdout
+    assert not [r for r in rows if r[2] == "2" and r[0].endswith("pretrained/seed1") and r[1] == "unit"]
+    trained = {r[1]: r for r in rows if r[2] == "2" and r[0].endswith("exp/seed1")}
     assert "fbank" not in trained and {"unit", "gsgn", "gsgn_drop"} <= set(trained)
     assert trained["gsgn_drop"][4] == "1:0.3,0.0;8:0.5,0.3;20:0.3,0.0"
     assert (tmp_path / "exp/seed1/fbank/bleu-tst-COMMON.json").is_file()

@@ -79,6 +79,7 @@ IFS=, read -r -a part_list <<< "$parts"
 for p in "${part_list[@]}"; do
   case $p in table1|ablations|table4|table3|table2|mfcc) ;; *) echo "--parts: unknown part '$p' (table1 ablations table4 table3 table2 mfcc)" >&2; exit 1 ;; esac
 done
+[ -z "$from_archive" ] || [ -d "$from_archive" ] || { echo "--from-archive $from_archive: no such directory" >&2; exit 1; }
 has_part() { [[ ",$parts," == *",$1,"* ]]; }
 first=${seed_list[0]}
 mkdir -p "$exp/.done"
@@ -91,45 +92,6 @@ recipe_flags() {  # $1 data root, $2 exp dir, $3 units
     --patience "$patience" --keep-last-epochs 1 $extra
 }
 
-if [ $report_only = 0 ]; then
-  if [ "$data_root" = data/toy_study ]; then
-    $PY scripts/make_toy_corpus.py --out "$data_root" --pairs "$tgt_lang"
-  elif [ ! -d "$data/data" ]; then
-    echo "--data-root $data_root: no $data/data (the MuST-C release layout: en-$tgt_lang/data/{train,dev,tst-COMMON}/...)" >&2
-    exit 1
-  fi
-  log "prep and $units units ($data)"
-  # shellcheck disable=SC2046
-  "$RUN_SH" $(recipe_flags "$data_root" "$exp" "$units") --stage 0 --stop-stage 1
-  if has_part mfcc; then
-    mdata_root=$exp/data_mfcc
-    if [ ! -f "$exp/.done/data_mfcc" ]; then
-      log "MFCC units in $mdata_root (a hard-linked copy of $data_root/en-$tgt_lang)"
-      rm -rf "$mdata_root"; mkdir -p "$mdata_root"
-      cp -al "$data" "$mdata_root/en-$tgt_lang"
-      # the copy's own units: unlink (not overwrite) the linked ones; TSVs are rewritten by rename
-      rm -rf "$mdata_root/en-$tgt_lang"/units.zip "$mdata_root/en-$tgt_lang"/units.json "$mdata_root/en-$tgt_lang"/units_shards
-      # shellcheck disable=SC2046
-      "$RUN_SH" $(recipe_flags "$mdata_root" "$exp/mfcc" mfcc) --stage 1 --stop-stage 1
-      touch "$exp/.done/data_mfcc"
-    fi
-  fi
-fi
-
-if [ -n "$from_archive" ]; then
-  [ -d "$from_archive" ] || { echo "--from-archive $from_archive: no such directory" >&2; exit 1; }
-  [ -f "$from_archive/msd_schedule.json" ] && cp -n "$from_archive/msd_schedule.json" "$exp/"
-  for bleu in "$from_archive"/seed*/*/bleu-tst-COMMON.json "$from_archive"/mfcc/seed*/*/bleu-tst-COMMON.json; do
-    [ -f "$bleu" ] || continue
-    src=$(dirname "$bleu"); rel=${src#"$from_archive"/}; v=${rel##*/}; dst=$exp/$rel
-    [ -f "$dst/bleu-tst-COMMON.json" ] && continue
-    mkdir -p "$dst" "$(dirname "$dst")/.done"
-    cp -p "$src"/* "$dst/"
-    [ -f "$src/../noise_range.json" ] && cp -n "$src/../noise_range.json" "$(dirname "$dst")/"
-    for st in train average decode; do touch "$(dirname "$dst")/.done/$st.$v"; done
-    log "from the archive: $rel (not trained again)"
-  done
-fi
 
 # ---- the jobs: "group:seed:variant", part by part in --parts order, seed by seed; the first
 # seed's FBank-only comes first (it fixes the schedule of the multi-stage-dropout runs)
@@ -141,7 +103,8 @@ for p in "${part_list[@]}"; do
     ablations) add main "${seed_list[*]}" "gsgn_drop_nogate gsgn_drop_exact" ;;
     table3) add main "${side_list[*]}" concat ;;
     mfcc) add mfcc "${side_list[*]}" "unit gsgn gsgn_drop" ;;
-    table4) jobs+=("pretrain:0:asr_mt"); add pre "${side_list[*]}" "fbank unit gsgn gsgn_drop" ;;
+    # the claim's pair (GSGN+Drop against FBank-only) first
+    table4) jobs+=("pretrain:0:asr_mt"); add pre "${side_list[*]}" "fbank gsgn_drop gsgn unit" ;;
     table2) add main "${side_list[*]}" "noise_sum noise_replace" ;;
   esac
 done
@@ -247,13 +210,67 @@ worker() {  # $1 worker id, $2 threads: takes the first unclaimed job that is re
 if [ $report_only = 0 ]; then
   rm -rf "$claims"; mkdir -p "$claims"
   threads=$(( $(nproc) / parallel )); [ "$threads" -ge 1 ] || threads=1
+  if [ "$data_root" = data/toy_study ]; then
+    $PY scripts/make_toy_corpus.py --out "$data_root" --pairs "$tgt_lang"
+  elif [ ! -d "$data/data" ]; then
+    echo "--data-root $data_root: no $data/data (the MuST-C release layout: en-$tgt_lang/data/{train,dev,tst-COMMON}/...)" >&2
+    exit 1
+  fi
+  log "prep ($data)"
+  # shellcheck disable=SC2046
+  "$RUN_SH" $(recipe_flags "$data_root" "$exp" "$units") --stage 0 --stop-stage 0
+  # Table IV's pretraining reads the prepared text and FBank, not the units: it trains beside
+  # the units stage (a toy HuBERT's pretraining) instead of after it
+  pre_pid=""; unit_threads=""
+  if has_part table4 && [ "$parallel" -ge 2 ] && [ ! -f "$pretrained/.done/mt" ]; then
+    mkdir -p "$claims/pretrain:0:asr_mt"
+    ( if run_job pretrain:0:asr_mt "$threads"; then log "done pretrain:0:asr_mt"; else
+        log "FAILED pretrain:0:asr_mt (see $exp/study_pretrain.log)"; touch "$claims/pretrain:0:asr_mt/failed"; fi
+    ) >> "$exp/study_pretrain.log" 2>&1 &
+    pre_pid=$!; unit_threads=$threads
+    log "pretraining beside the units stage (log: $exp/study_pretrain.log)"
+  fi
+  log "$units units ($data)"
+  # shellcheck disable=SC2046
+  env ${unit_threads:+OMP_NUM_THREADS=$unit_threads} "$RUN_SH" $(recipe_flags "$data_root" "$exp" "$units") --stage 1 --stop-stage 1
+  if has_part mfcc; then
+    mdata_root=$exp/data_mfcc
+    if [ ! -f "$exp/.done/data_mfcc" ]; then
+      log "MFCC units in $mdata_root (a hard-linked copy of $data_root/en-$tgt_lang)"
+      rm -rf "$mdata_root"; mkdir -p "$mdata_root"
+      cp -al "$data" "$mdata_root/en-$tgt_lang"
+      # the copy's own units: unlink (not overwrite) the linked ones; TSVs are rewritten by rename
+      rm -rf "$mdata_root/en-$tgt_lang"/units.zip "$mdata_root/en-$tgt_lang"/units.json "$mdata_root/en-$tgt_lang"/units_shards
+      # shellcheck disable=SC2046
+      "$RUN_SH" $(recipe_flags "$mdata_root" "$exp/mfcc" mfcc) --stage 1 --stop-stage 1
+      touch "$exp/.done/data_mfcc"
+    fi
+  fi
+fi
+
+if [ -n "$from_archive" ]; then
+  [ -f "$from_archive/msd_schedule.json" ] && cp -n "$from_archive/msd_schedule.json" "$exp/"
+  for bleu in "$from_archive"/seed*/*/bleu-tst-COMMON.json "$from_archive"/mfcc/seed*/*/bleu-tst-COMMON.json \
+      "$from_archive"/pretrained/seed*/*/bleu-tst-COMMON.json; do
+    [ -f "$bleu" ] || continue
+    src=$(dirname "$bleu"); rel=${src#"$from_archive"/}; v=${rel##*/}; dst=$exp/$rel
+    [ -f "$dst/bleu-tst-COMMON.json" ] && continue
+    mkdir -p "$dst" "$(dirname "$dst")/.done"
+    cp -p "$src"/* "$dst/"
+    [ -f "$src/../noise_range.json" ] && cp -n "$src/../noise_range.json" "$(dirname "$dst")/"
+    for st in train average decode; do touch "$(dirname "$dst")/.done/$st.$v"; done
+    log "from the archive: $rel (not trained again)"
+  done
+fi
+
+if [ $report_only = 0 ]; then
   log "${#jobs[@]} trainings, $parallel at a time ($threads threads each): ${jobs[*]}"
   pids=()
   for ((w = 0; w < parallel; w++)); do
     worker "$w" "$threads" >> "$exp/study_worker$w.log" 2>&1 &
     pids+=($!)
   done
-  for p in "${pids[@]}"; do wait "$p"; done
+  for p in "${pids[@]}" $pre_pid; do wait "$p"; done
   failed=$(find "$claims" -name failed | wc -l)
   [ "$failed" = 0 ] || log "$failed trainings failed: $(find "$claims" -name failed -printf '%h ' | sed "s|$claims/||g")"
 fi
