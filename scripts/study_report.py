@@ -395,17 +395,26 @@ def gate_stats(st: Study, seeds: List[int]) -> (str, dict):
 ARCHIVED = ("train.log", "bleu-*.json", "generate-*.txt", "checkpoint_avg*.pt.json")
 
 
-def archive(exp: Path, out: Path) -> List[Path]:
+def archive(exp: Path, out: Path, pretrained_checkpoints: bool = False) -> List[Path]:
     """Copy the small files of every finished run (logs, scores, hypotheses, averaging records)
-    and the study's records (schedule, noise range) to ``out`` in the same layout, so that a
-    report can be made from ``out`` and a later study can start from it (run_study.sh
-    ``--from-archive``). Checkpoints are not copied."""
+    and the study's records (schedule, noise range, Table IV's pretraining logs) to ``out`` in
+    the same layout, so that a report can be made from ``out`` and a later study can start from
+    it (run_study.sh ``--from-archive``). Checkpoints are not copied, except with
+    ``pretrained_checkpoints`` Table IV's averaged ASR and MT models (a later study then
+    trains its Table IV variants without pretraining again)."""
     import shutil
 
     copied = []
     for f in ("msd_schedule.json",):
         if (exp / f).is_file():
             copied.append(exp / f)
+    for model in ("asr", "mt"):
+        run = exp / "pretrain" / model
+        if not (exp / "pretrain/.done" / model).is_file():
+            continue  # unfinished: a later study resumes it from its own checkpoints, not from here
+        copied += [p for p in (run / "train.log",) if p.is_file()] + sorted(run.glob("checkpoint_avg*.pt.json"))
+        if pretrained_checkpoints:
+            copied += sorted(run.glob("checkpoint_avg*.pt"))
     for bleu in sorted(exp.glob(f"**/bleu-{SPLIT}.json")):
         run = bleu.parent
         if "report" in run.parts:
@@ -435,6 +444,8 @@ def main(argv=None):
     p.add_argument("--results", type=Path, help="also put the report into this markdown file (update_results.py sections)")
     p.add_argument("--command", default="", help="the study's command line, for the record")
     p.add_argument("--archive", type=Path, help="also copy the finished runs' small files here (see archive())")
+    p.add_argument("--archive-pretrained", action="store_true",
+                   help="with --archive: also Table IV's averaged ASR and MT checkpoints")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     side = [int(s) for s in (args.side_seeds or str(seeds[0])).split(",")]
@@ -488,7 +499,7 @@ def main(argv=None):
     if args.archive:
         import shutil
 
-        files = archive(args.exp, args.archive)
+        files = archive(args.exp, args.archive, pretrained_checkpoints=args.archive_pretrained)
         write_text_atomic(args.archive / "report.md", md)
         for fig in figs:
             if fig:

@@ -167,6 +167,12 @@ def test_report_tables_significance_convergence_and_claims(tmp_path):
     # Table IV, one seed: from pretrained models
     _run(exp / "pretrained", 1, "fbank", weak, 12, [30, 40, 50, 51, 51, 51])
     _run(exp / "pretrained", 1, "gsgn_drop", good, 9, [40, 50, 55, 56, 56, 56], gates=True)
+    for m in ("asr", "mt"):  # Table IV's finished pretraining; an unfinished one is not archived
+        (exp / "pretrain" / m).mkdir(parents=True)
+        for f in ("train.log", "checkpoint_avg5.pt", "checkpoint_avg5.pt.json", "checkpoint_last.pt"):
+            (exp / "pretrain" / m / f).write_text(m)
+    (exp / "pretrain/.done").mkdir()
+    (exp / "pretrain/.done/asr").touch()
     study_report.main(["--exp", str(exp), "--data", str(data), "--seeds", "1,2", "--archive", str(tmp_path / "archive")])
     md = (exp / "report/study.md").read_text()
     rec = json.loads((exp / "report/study.json").read_text())
@@ -201,6 +207,13 @@ def test_report_tables_significance_convergence_and_claims(tmp_path):
     assert {"seed1/fbank/train.log", "seed2/gsgn_drop/bleu-tst-COMMON.json", "pretrained/seed1/gsgn_drop/generate-tst-COMMON.txt",
             "seed1/unit/checkpoint_avg5.pt.json", "report.md"} <= archived
     assert not any(a.endswith(".pt") for a in archived)
+    assert {"pretrain/asr/train.log", "pretrain/asr/checkpoint_avg5.pt.json"} <= archived
+    assert not any(a.startswith("pretrain/mt") for a in archived)
+    # on request, the pretrained models' averaged checkpoints too (and nothing else of theirs)
+    study_report.main(["--exp", str(exp), "--data", str(data), "--seeds", "1,2", "--archive", str(tmp_path / "archive2"),
+                       "--archive-pretrained"])
+    archived = {str(f.relative_to(tmp_path / "archive2")) for f in (tmp_path / "archive2").rglob("*.pt")}
+    assert archived == {"pretrain/asr/checkpoint_avg5.pt"}
 
 
 @pytest.mark.parametrize("deltas, ps, direction, expected", [
@@ -249,12 +262,22 @@ def test_study_from_archive_skips_archived_runs(tmp_path):
     (archive / "seed1/fbank/checkpoint_avg5.pt.json").write_text('{"convergence_epoch": 32}')
     (archive / "pretrained/seed1/unit").mkdir(parents=True)
     (archive / "pretrained/seed1/unit/bleu-tst-COMMON.json").write_text('{"bleu": 40.0}')
+    for m in ("asr", "mt"):
+        (archive / "pretrain" / m).mkdir(parents=True)
+        (archive / "pretrain" / m / "checkpoint_avg5.pt").write_text(m)
     (archive / "msd_schedule.json").write_text(json.dumps(
         {"fbank_convergence_epoch": 32, "msd_schedule": "1:0.3,0.0;8:0.5,0.3;20:0.3,0.0", "how": "archived"}))
     p, rows = _study(tmp_path, "--seeds", "1", "--parts", "table1,table4", "--parallel", "1", "--from-archive", str(archive))
     assert "from the archive: seed1/fbank (not trained again)" in p.stdout
     assert "from the archive: pretrained/seed1/unit (not trained again)" in p.stdout
     assert not [r for r in rows if r[2] == "2" and r[0].endswith("pretrained/seed1") and r[1] == "unit"]
+    # the pretraining itself came from the archive too: not run, its models feed the variants
+    assert not [r for r in rows if r[1] == "pretrain"]
+    assert "from the archive: pretrain/asr (not pretrained again)" in p.stdout
+    pre = [r for r in rows if r[2] == "2" and r[0].endswith("pretrained/seed1")]
+    assert {r[1] for r in pre} == {"fbank", "gsgn", "gsgn_drop"}
+    assert all(r[7] == str(tmp_path / "exp/pretrain/asr/checkpoint_avg5.pt") for r in pre)
+    assert (tmp_path / "exp/pretrain/asr/checkpoint_avg5.pt").read_text() == "asr"
     trained = {r[1]: r for r in rows if r[2] == "2" and r[0].endswith("exp/seed1")}
     assert "fbank" not in trained and {"unit", "gsgn", "gsgn_drop"} <= set(trained)
     assert trained["gsgn_drop"][4] == "1:0.3,0.0;8:0.5,0.3;20:0.3,0.0"

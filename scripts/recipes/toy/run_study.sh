@@ -20,7 +20,8 @@
 #
 # --from-archive DIR: start from the finished runs archived by study_report.py --archive (their
 # logs, scores and hypotheses; no checkpoints), which are then not trained again, and from the
-# archived multi-stage-dropout schedule.
+# archived multi-stage-dropout schedule; and from Table IV's pretrained ASR and MT models where
+# the archive holds them (--archive-pretrained), which are then not pretrained again.
 #
 # Every training stops early (--patience validations without a better dev loss) under a cap
 # (--max-epoch) well above where runs stop; the best --n-avg checkpoints are averaged and the
@@ -201,11 +202,36 @@ worker() {  # $1 worker id, $2 threads: takes the first unclaimed job that is re
     fi
     IFS=: read -r g s v <<< "$picked"
     if [ "$g" != pretrain ] && [ -f "$(run_dir "$g" "$s")/.done/decode.$v" ]; then log "already finished: $picked"; continue; fi
+    if [ "$g" = pretrain ] && [ -f "$pretrained/.done/mt" ]; then log "already pretrained: $pretrained"; continue; fi
     if run_job "$picked" "$2"; then log "done $picked"; else
       log "FAILED $picked (see $exp/study_worker$1.log)"; touch "$claims/$picked/failed"
     fi
   done
 }
+
+if [ -n "$from_archive" ]; then
+  [ -f "$from_archive/msd_schedule.json" ] && cp -n "$from_archive/msd_schedule.json" "$exp/"
+  for bleu in "$from_archive"/seed*/*/bleu-tst-COMMON.json "$from_archive"/mfcc/seed*/*/bleu-tst-COMMON.json \
+      "$from_archive"/pretrained/seed*/*/bleu-tst-COMMON.json; do
+    [ -f "$bleu" ] || continue
+    src=$(dirname "$bleu"); rel=${src#"$from_archive"/}; v=${rel##*/}; dst=$exp/$rel
+    [ -f "$dst/bleu-tst-COMMON.json" ] && continue
+    mkdir -p "$dst" "$(dirname "$dst")/.done"
+    cp -p "$src"/* "$dst/"
+    [ -f "$src/../noise_range.json" ] && cp -n "$src/../noise_range.json" "$(dirname "$dst")/"
+    for st in train average decode; do touch "$(dirname "$dst")/.done/$st.$v"; done
+    log "from the archive: $rel (not trained again)"
+  done
+  # Table IV's pretrained models, where the archive holds them (study_report.py --archive-pretrained)
+  for m in asr mt; do
+    ck=$from_archive/pretrain/$m/checkpoint_avg$n_avg.pt
+    [ -f "$ck" ] && [ ! -f "$pretrained/.done/$m" ] || continue
+    mkdir -p "$pretrained/$m" "$pretrained/.done"
+    cp -p "$from_archive/pretrain/$m"/* "$pretrained/$m/"
+    touch "$pretrained/.done/$m"
+    log "from the archive: pretrain/$m (not pretrained again)"
+  done
+fi
 
 if [ $report_only = 0 ]; then
   rm -rf "$claims"; mkdir -p "$claims"
@@ -246,21 +272,6 @@ if [ $report_only = 0 ]; then
       touch "$exp/.done/data_mfcc"
     fi
   fi
-fi
-
-if [ -n "$from_archive" ]; then
-  [ -f "$from_archive/msd_schedule.json" ] && cp -n "$from_archive/msd_schedule.json" "$exp/"
-  for bleu in "$from_archive"/seed*/*/bleu-tst-COMMON.json "$from_archive"/mfcc/seed*/*/bleu-tst-COMMON.json \
-      "$from_archive"/pretrained/seed*/*/bleu-tst-COMMON.json; do
-    [ -f "$bleu" ] || continue
-    src=$(dirname "$bleu"); rel=${src#"$from_archive"/}; v=${rel##*/}; dst=$exp/$rel
-    [ -f "$dst/bleu-tst-COMMON.json" ] && continue
-    mkdir -p "$dst" "$(dirname "$dst")/.done"
-    cp -p "$src"/* "$dst/"
-    [ -f "$src/../noise_range.json" ] && cp -n "$src/../noise_range.json" "$(dirname "$dst")/"
-    for st in train average decode; do touch "$(dirname "$dst")/.done/$st.$v"; done
-    log "from the archive: $rel (not trained again)"
-  done
 fi
 
 if [ $report_only = 0 ]; then
