@@ -40,6 +40,14 @@ NAMES = {
 # paper, MuST-C En-De (BLEU, convergence epoch)
 PAPER = {"fbank": (25.08, 40), "unit": (23.33, 27), "gsgn": (24.18, 28), "gsgn_drop": (25.26, 30),
          "concat": (23.8, 32), "noise_sum": (25.37, 38), "noise_replace": (25.19, 37)}
+# Table IV: from pretrained ASR and MT models
+PAPER_TABLE4 = {"fbank": (27.98, 33), "unit": (25.60, 25), "gsgn": (27.61, 25), "gsgn_drop": (28.19, 27)}
+
+
+def quote(a: str, b: str, column: int = 0, table: Optional[dict] = None) -> str:
+    """The paper's figures of variants ``a`` and ``b`` (column 0: BLEU, 1: convergence epoch), for a claim's text."""
+    table = PAPER if table is None else table
+    return f"{table[a][column]} vs {table[b][column]}"
 DIP = 3.0  # a fall of dev BLEU by more than this from one epoch to the next counts as a dip
 
 
@@ -85,8 +93,11 @@ class Study:
 
 
 # ------------------------------------------------------------------ tables
-def scores_table(st: Study, variants: List[str], seeds: List[int], group: str = "main") -> (str, dict):
-    lines = ["| model | seeds | tst-COMMON BLEU | chrF | convergence epoch | BLEU, fusion input | per seed (BLEU / epoch) | paper En-De |",
+def scores_table(st: Study, variants: List[str], seeds: List[int], group: str = "main",
+                 paper_scores: Optional[dict] = None, paper_name: str = "paper En-De") -> (str, dict):
+    """One row per variant with finished runs; the last column is ``paper_scores`` (default: Table I)."""
+    paper_scores = PAPER if paper_scores is None else paper_scores
+    lines = [f"| model | seeds | tst-COMMON BLEU | chrF | convergence epoch | BLEU, fusion input | per seed (BLEU / epoch) | {paper_name} |",
              "|---|---|---|---|---|---|---|---|"]
     data = {}
     for v in variants:
@@ -99,7 +110,7 @@ def scores_table(st: Study, variants: List[str], seeds: List[int], group: str = 
         epoch = [r["epoch"] for r in done.values()]
         fusion = [r[f"{SPLIT}.fusion"]["bleu"] for r in done.values() if r.get(f"{SPLIT}.fusion")]
         per_seed = ", ".join(f"s{s}: {r[SPLIT]['bleu']:.2f} / {r['epoch']}" for s, r in done.items())
-        paper = PAPER.get(v)
+        paper = paper_scores.get(v)
         lines.append(f"| {NAMES.get(v, v)} | {len(done)} | {mean_sd(bleu)} | {mean_sd(chrf)} | {mean_sd(epoch, '.1f')} | "
                      f"{mean_sd(fusion) if fusion else '-'} | {per_seed} | {f'{paper[0]} / {paper[1]}' if paper else '-'} |")
         data[v] = {"seeds": sorted(done), "bleu": bleu, "chrf": chrf, "epoch": epoch, "fusion_bleu": fusion}
@@ -308,16 +319,16 @@ def claims(tables: dict, sig: dict, conv: dict) -> str:
         lines.append(f"| {claim} | {numbers} | {v} |")
 
     d = paired("unit", "fbank", "epoch")
-    add("S-feature-only converges in fewer epochs than FBank-only (Fig. 1a, Table I: 27 vs 40)",
+    add(f"S-feature-only converges in fewer epochs than FBank-only (Fig. 1a, Table I: {quote('unit', 'fbank', 1)})",
         f"convergence epoch S-feature − FBank per seed: {d}", verdict(d, None, -1))
     d, p = boot("unit", "fbank")
-    add("S-feature-only scores below FBank-only (Table I: 23.33 vs 25.08)",
+    add(f"S-feature-only scores below FBank-only (Table I: {quote('unit', 'fbank')})",
         f"Δ BLEU per seed {[round(x, 2) for x in d]}, bootstrap p {[round(x, 4) for x in p]}", verdict(d, p, -1))
     d, p = boot("gsgn_drop", "fbank")
-    add("GSGN+Drop is at least on par with FBank-only (Table I: 25.26 vs 25.08)",
+    add(f"GSGN+Drop is at least on par with FBank-only (Table I: {quote('gsgn_drop', 'fbank')})",
         f"Δ BLEU per seed {[round(x, 2) for x in d]}, bootstrap p {[round(x, 4) for x in p]}", on_par(d, p))
     d = paired("gsgn_drop", "fbank", "epoch")
-    add("GSGN+Drop converges in fewer epochs than FBank-only (Table I: 30 vs 40; 1.24x on average)",
+    add(f"GSGN+Drop converges in fewer epochs than FBank-only (Table I: {quote('gsgn_drop', 'fbank', 1)}; 1.24x on average)",
         f"convergence epoch GSGN+Drop − FBank per seed: {d}", verdict(d, None, -1))
     s = conv.get("summary", {}).get("gsgn_drop")
     if s:
@@ -325,32 +336,30 @@ def claims(tables: dict, sig: dict, conv: dict) -> str:
             f"epoch speed-up {s['epoch_speedup']}, wall-clock speed-up {s['wall_speedup']}, never reached: {s['never'] or 'none'}",
             verdict([x - 1 for x in s["epoch_speedup"]], None, 1) if not s["never"] else "does not hold for " + str(s["never"]))
     d = paired("gsgn", "fbank", "epoch")
-    add("GSGN converges in fewer epochs than FBank-only (Table I: 28 vs 40)", f"Δ epoch per seed: {d}", verdict(d, None, -1))
+    add(f"GSGN converges in fewer epochs than FBank-only (Table I: {quote('gsgn', 'fbank', 1)})", f"Δ epoch per seed: {d}", verdict(d, None, -1))
     d, p = boot("gsgn", "fbank")
-    add("GSGN scores below FBank-only (Table I: 24.18 vs 25.08)", f"Δ BLEU {[round(x, 2) for x in d]}, p {[round(x, 4) for x in p]}",
+    add(f"GSGN scores below FBank-only (Table I: {quote('gsgn', 'fbank')})", f"Δ BLEU {[round(x, 2) for x in d]}, p {[round(x, 4) for x in p]}",
         verdict(d, p, -1))
     d, p = boot("gsgn_drop", "gsgn")
-    add("Multi-stage dropout improves GSGN (Table I: 25.26 vs 24.18)", f"Δ BLEU {[round(x, 2) for x in d]}, p {[round(x, 4) for x in p]}",
+    add(f"Multi-stage dropout improves GSGN (Table I: {quote('gsgn_drop', 'gsgn')})", f"Δ BLEU {[round(x, 2) for x in d]}, p {[round(x, 4) for x in p]}",
         verdict(d, p, 1))
     d, p = boot("gsgn", "concat")
-    add("GSGN beats concatenation (Table III: 24.18 vs 23.93)", f"Δ BLEU {[round(x, 2) for x in d]}, p {[round(x, 4) for x in p]}",
+    add(f"GSGN beats concatenation (Table III: {quote('gsgn', 'concat')})", f"Δ BLEU {[round(x, 2) for x in d]}, p {[round(x, 4) for x in p]}",
         verdict(d, p, 1))
     d = paired("gsgn", "concat", "epoch")
-    add("GSGN converges faster than concatenation (Table III: 28 vs 34)", f"Δ epoch per seed: {d}", verdict(d, None, -1))
+    add(f"GSGN converges faster than concatenation (Table III: {quote('gsgn', 'concat', 1)})", f"Δ epoch per seed: {d}", verdict(d, None, -1))
     d, p = boot("gsgn_drop", "gsgn_drop_nogate")
     add("The gate loss matters (not in the paper: GSGN+Drop vs the same without L_gate)",
         f"Δ BLEU {[round(x, 2) for x in d]}, p {[round(x, 4) for x in p]}", verdict(d, p, 1))
     d = paired("gsgn_drop", "gsgn_drop_nogate", "epoch")
     add("The gate loss speeds convergence (not in the paper)", f"Δ epoch per seed: {d}", verdict(d, None, -1))
     d = paired("noise_sum", "fbank", "bleu")
-    add("FBank + noise scores above FBank-only (Table II: 25.37 vs 25.08)", f"Δ BLEU: {[round(x, 2) for x in d]}",
+    add(f"FBank + noise scores above FBank-only (Table II: {quote('noise_sum', 'fbank')})", f"Δ BLEU: {[round(x, 2) for x in d]}",
         verdict(d, None, 1))
     d = paired("noise_replace", "gsgn", "epoch")
-    add("Noise in place of the S-feature converges slower than GSGN (Table II: 37 vs 28)", f"Δ epoch: {d}", verdict(d, None, 1))
+    add(f"Noise in place of the S-feature converges slower than GSGN (Table II: {quote('noise_replace', 'gsgn', 1)})", f"Δ epoch: {d}", verdict(d, None, 1))
     return "\n".join(lines) + "\n"
 
-
-PAPER_TABLE4 = {"fbank": (27.98, 33), "unit": (25.60, 25), "gsgn": (27.61, 25), "gsgn_drop": (28.19, 27)}
 
 
 def claims_table4(t4: dict, sig: dict) -> str:
@@ -366,9 +375,9 @@ def claims_table4(t4: dict, sig: dict) -> str:
     d_bleu = [r["bleu"]["system"] - r["bleu"]["baseline"] for r in per]
     ps = [r["bleu"]["p_value"] for r in per]
     return "\n".join([
-        f"| Pretrained: GSGN+Drop at least on par with FBank-only (Table IV: 28.19 vs 27.98) | Δ BLEU {[round(v, 2) for v in d_bleu]}, "
+        f"| Pretrained: GSGN+Drop at least on par with FBank-only (Table IV: {quote('gsgn_drop', 'fbank', 0, PAPER_TABLE4)}) | Δ BLEU {[round(v, 2) for v in d_bleu]}, "
         f"p {[round(v, 4) for v in ps]} | {on_par(d_bleu, ps)} |",
-        f"| Pretrained: GSGN+Drop converges in fewer epochs than FBank-only (Table IV: 27 vs 33) | Δ epoch per seed: {d_ep} | "
+        f"| Pretrained: GSGN+Drop converges in fewer epochs than FBank-only (Table IV: {quote('gsgn_drop', 'fbank', 1, PAPER_TABLE4)}) | Δ epoch per seed: {d_ep} | "
         f"{verdict(d_ep, None, -1)} |",
     ]) + "\n"
 
@@ -461,8 +470,9 @@ def main(argv=None):
     sections.append(("Tables II and III", t23))
     tm, dm = scores_table(st, ["unit", "gsgn", "gsgn_drop"], side, group="mfcc")
     sections.append(("MFCC k-means units", tm))
-    t4, d4 = scores_table(st, ["fbank", "unit", "gsgn", "gsgn_drop"], side, group="pre")
-    sections.append(("Table IV: from pretrained ASR and MT models", t4.replace("| paper En-De |", "| paper En-De (Table I) |")))
+    t4, d4 = scores_table(st, ["fbank", "unit", "gsgn", "gsgn_drop"], side, group="pre",
+                          paper_scores=PAPER_TABLE4, paper_name="paper En-De (Table IV)")
+    sections.append(("Table IV: from pretrained ASR and MT models", t4))
     s4, ds4 = significance(st, [("gsgn_drop", "fbank"), ("gsgn", "fbank")], side, group="pre")
     all_variants = ["fbank", "unit", "gsgn", "gsgn_drop", "gsgn_drop_nogate", "gsgn_drop_exact", "concat", "noise_sum", "noise_replace"]
     tables = {**d23, **dab, **d1}

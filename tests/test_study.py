@@ -195,7 +195,11 @@ def test_report_tables_significance_convergence_and_claims(tmp_path):
     line = next(x for x in claims.splitlines() if x.startswith("| GSGN+Drop is at least on par"))
     assert line.endswith("| holds |")
     line = next(x for x in claims.splitlines() if x.startswith("| GSGN beats concatenation"))
-    assert line.endswith("| not measured yet |")
+    assert line.endswith("| not measured yet |") and "(Table III: 24.18 vs 23.8)" in line
+    # Table IV's rows quote the paper's Table IV (pretrained), not its Table I
+    t4 = md[md.index("### Table IV"):md.index("### Significance")]
+    assert "| paper En-De (Table IV) |" in t4 and "| 28.19 / 27 |" in t4 and "| 27.98 / 33 |" in t4
+    assert "25.26 / 30" not in t4
     assert "seed1/gsgn_drop_nogate" in rec["missing"]
     assert (exp / "report/study_learning_curves.png").stat().st_size > 1000
     assert (exp / "report/study_mechanism.png").stat().st_size > 1000
@@ -214,6 +218,17 @@ def test_report_tables_significance_convergence_and_claims(tmp_path):
                        "--archive-pretrained"])
     archived = {str(f.relative_to(tmp_path / "archive2")) for f in (tmp_path / "archive2").rglob("*.pt")}
     assert archived == {"pretrain/asr/checkpoint_avg5.pt"}
+
+
+def test_paper_figures_are_the_papers_tables():
+    """The figures the report sets beside ours and quotes in its claims (paper, Tables I-IV)."""
+    assert study_report.PAPER == {"fbank": (25.08, 40), "unit": (23.33, 27), "gsgn": (24.18, 28),
+                                  "gsgn_drop": (25.26, 30), "concat": (23.8, 32), "noise_sum": (25.37, 38),
+                                  "noise_replace": (25.19, 37)}
+    assert study_report.PAPER_TABLE4 == {"fbank": (27.98, 33), "unit": (25.60, 25), "gsgn": (27.61, 25),
+                                         "gsgn_drop": (28.19, 27)}
+    assert study_report.quote("gsgn", "concat", 1) == "28 vs 32"
+    assert study_report.quote("gsgn_drop", "fbank", 0, study_report.PAPER_TABLE4) == "28.19 vs 27.98"
 
 
 @pytest.mark.parametrize("deltas, ps, direction, expected", [
