@@ -48,6 +48,8 @@ def quote(a: str, b: str, column: int = 0, table: Optional[dict] = None) -> str:
     """The paper's figures of variants ``a`` and ``b`` (column 0: BLEU, 1: convergence epoch), for a claim's text."""
     table = PAPER if table is None else table
     return f"{table[a][column]} vs {table[b][column]}"
+
+
 DIP = 3.0  # a fall of dev BLEU by more than this from one epoch to the next counts as a dip
 
 
@@ -359,7 +361,6 @@ def claims(tables: dict, sig: dict, conv: dict) -> str:
     d = paired("noise_replace", "gsgn", "epoch")
     add(f"Noise in place of the S-feature converges slower than GSGN (Table II: {quote('noise_replace', 'gsgn', 1)})", f"Δ epoch: {d}", verdict(d, None, 1))
     return "\n".join(lines) + "\n"
-
 
 
 def claims_table4(t4: dict, sig: dict) -> str:
