@@ -37,6 +37,7 @@ NAMES = {
     "gsgn_drop_nogate": "GSGN+Drop, no gate loss", "gsgn_drop_exact": "GSGN+Drop, exact target",
     "concat": "concat", "noise_sum": "FBank + noise (sum)", "noise_replace": "GSGN, noise for the S-feature",
 }
+TAGS = {"main": "", "mfcc": " (MFCC units)", "pre": " (pretrained)"}  # how a group's rows are told apart
 # paper, MuST-C En-De (BLEU, convergence epoch)
 PAPER = {"fbank": (25.08, 40), "unit": (23.33, 27), "gsgn": (24.18, 28), "gsgn_drop": (25.26, 30),
          "concat": (23.8, 32), "noise_sum": (25.37, 38), "noise_replace": (25.19, 37)}
@@ -136,8 +137,7 @@ def significance(st: Study, pairs: List[tuple], seeds: List[int], group: str = "
             d, dc = bs["bleu"]["system"] - bs["bleu"]["baseline"], bs["chrf"]["system"] - bs["chrf"]["baseline"]
             deltas.append(d)
             out.setdefault(f"{system} vs {baseline}", {})[s] = bs
-            tag = " (pretrained)" if group == "pre" else ""
-            lines.append(f"| {NAMES[system]} vs {NAMES[baseline]}{tag} | {s} | {bs['bleu']['system']:.2f} | "
+            lines.append(f"| {NAMES[system]} vs {NAMES[baseline]}{TAGS[group]} | {s} | {bs['bleu']['system']:.2f} | "
                          f"{bs['bleu']['baseline']:.2f} | {d:+.2f} | {bs['bleu']['p_value']:.4f} | {dc:+.2f} | "
                          f"{bs['chrf']['p_value']:.4f} |")
         if len(deltas) >= 2:
@@ -148,12 +148,13 @@ def significance(st: Study, pairs: List[tuple], seeds: List[int], group: str = "
     return "\n".join(lines) + "\n", out
 
 
-def convergence_table(st: Study, variants: List[str], seeds: List[int]) -> (str, dict):
-    """Per seed, epochs and wall-clock for each variant to reach that seed's FBank-only best dev BLEU."""
+def convergence_table(st: Study, variants: List[str], seeds: List[int], group: str = "main") -> (str, dict):
+    """Per seed, epochs and wall-clock for each variant to reach that seed's FBank-only best dev
+    BLEU (of the same group: Table IV's pretrained runs against pretrained FBank-only)."""
     per = {}
     for s in seeds:
-        base = st.log(s, "fbank")
-        runs = {v: st.log(s, v) for v in variants if v != "fbank" and st.log(s, v)}
+        base = st.log(s, "fbank", group)
+        runs = {v: st.log(s, v, group) for v in variants if v != "fbank" and st.log(s, v, group)}
         if base and runs:
             per[s] = convergence_compare(base, runs)
     lines = ["| model | seeds | epochs to FBank-only's best dev BLEU | FBank-only's epochs | epoch speed-up | wall-clock speed-up | never reached |",
@@ -171,7 +172,7 @@ def convergence_table(st: Study, variants: List[str], seeds: List[int]) -> (str,
         sp = [x["epoch_ratio"] for _, x, _ in reached]
         wsp = [x["wall_ratio"] for _, x, _ in reached if x["wall_ratio"]]
         never = [s for s, x, _ in got if not x["epoch"]]
-        lines.append(f"| {NAMES.get(v, v)} | {len(got)} | {mean_sd(ep, '.1f')} | {mean_sd(base_ep, '.1f')} | "
+        lines.append(f"| {NAMES.get(v, v)}{TAGS[group]} | {len(got)} | {mean_sd(ep, '.1f')} | {mean_sd(base_ep, '.1f')} | "
                      f"{mean_sd(sp)} | {mean_sd(wsp)} | {', '.join(f's{s}' for s in never) or '-'} |")
         summary[v] = {"epochs": ep, "fbank_epochs": base_ep, "epoch_speedup": sp, "wall_speedup": wsp, "never": never}
     return "\n".join(lines) + "\n", {"per_seed": per, "summary": summary}
@@ -363,42 +364,85 @@ def claims(tables: dict, sig: dict, conv: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def claims_table4(t4: dict, sig: dict) -> str:
-    """Table IV's claims: from pretrained models, GSGN+Drop on par with FBank-only and sooner."""
-    def per_seed(v, key):
-        d = t4.get(v)
+def claims_table4(t4: dict, sig: dict, conv: Optional[dict] = None, gates: Optional[dict] = None,
+                  t1: Optional[dict] = None) -> str:
+    """Table IV's claims: from pretrained models, GSGN+Drop on par with FBank-only and sooner; the
+    text's mechanism (Fig. 3 right, Fig. 4): conflicts common early in pretrained training, and
+    g_fbank above 1 in most elements (89.53%, against 8.63% from scratch); GSGN closer to
+    FBank-only when pretrained."""
+    def per_seed(table, v, key):
+        d = (table or {}).get(v)
         return dict(zip(d["seeds"], d[key])) if d else {}
 
-    x, y = per_seed("gsgn_drop", "epoch"), per_seed("fbank", "epoch")
+    x, y = per_seed(t4, "gsgn_drop", "epoch"), per_seed(t4, "fbank", "epoch")
     d_ep = [x[s] - y[s] for s in sorted(set(x) & set(y))]
     runs = sig.get("gsgn_drop vs fbank", {})
     per = [runs[s] for s in sorted(k for k in runs if k != "t_test")]
     d_bleu = [r["bleu"]["system"] - r["bleu"]["baseline"] for r in per]
     ps = [r["bleu"]["p_value"] for r in per]
-    return "\n".join([
+    lines = [
         f"| Pretrained: GSGN+Drop at least on par with FBank-only (Table IV: {quote('gsgn_drop', 'fbank', 0, PAPER_TABLE4)}) | Δ BLEU {[round(v, 2) for v in d_bleu]}, "
         f"p {[round(v, 4) for v in ps]} | {on_par(d_bleu, ps)} |",
         f"| Pretrained: GSGN+Drop converges in fewer epochs than FBank-only (Table IV: {quote('gsgn_drop', 'fbank', 1, PAPER_TABLE4)}) | Δ epoch per seed: {d_ep} | "
         f"{verdict(d_ep, None, -1)} |",
-    ]) + "\n"
+    ]
+    sp = ((conv or {}).get("summary") or {}).get("gsgn_drop")
+    if sp:
+        lines.append("| Pretrained: GSGN+Drop reaches pretrained FBank-only's best dev BLEU sooner | "
+                     f"epoch speed-up {sp['epoch_speedup']}, never reached: {sp['never'] or 'none'} | "
+                     + (verdict([v - 1 for v in sp["epoch_speedup"]], None, 1) if not sp["never"] else f"does not hold for {sp['never']}") + " |")
+    # the gate's statistics, pretrained against from scratch, seed by seed (first and last epoch)
+    pairs = [(k.split(":")[-1], g, (gates or {}).get(k[len("pre:"):])) for k, g in (gates or {}).items() if k.startswith("pre:gsgn_drop:")]
+    pairs = [(s, g, h) for s, g, h in pairs
+             if h and all(r.get(k) is not None for r in (g[0], g[-1], h[0], h[-1]) for k in ("conflict_pct", "g_fbank_gt1_pct"))]
+    if pairs:
+        first = [round(g[0]["conflict_pct"] - h[0]["conflict_pct"], 2) for _, g, h in pairs]
+        last = [round(g[-1]["g_fbank_gt1_pct"] - h[-1]["g_fbank_gt1_pct"], 2) for _, g, h in pairs]
+        seen_first = ", ".join("s%s: %s vs %s" % (s, g[0]["conflict_pct"], h[0]["conflict_pct"]) for s, g, h in pairs)
+        seen_last = ", ".join("s%s: %s%% vs %s%%" % (s, g[-1]["g_fbank_gt1_pct"], h[-1]["g_fbank_gt1_pct"]) for s, g, h in pairs)
+        lines.append("| Pretrained: gradient conflicts are common at the start of training (Fig. 3 right, text) | "
+                     "GSGN+Drop's first-epoch conflicting utterances, pretrained − from scratch, % per seed: "
+                     f"{first} ({seen_first}) | {verdict(first, None, 1)} |")
+        lines.append("| Pretrained: g_fbank exceeds 1 in most elements (text: 89.53% pretrained, 8.63% from scratch) | "
+                     "GSGN+Drop's last-epoch share of g_fbank > 1, pretrained − from scratch, points per seed: "
+                     f"{last} ({seen_last}) | {verdict(last, None, 1)} |")
+    g4, f4 = per_seed(t4, "gsgn", "bleu"), per_seed(t4, "fbank", "bleu")
+    g1, f1 = per_seed(t1, "gsgn", "bleu"), per_seed(t1, "fbank", "bleu")
+    common = sorted(set(g4) & set(f4) & set(g1) & set(f1))
+    if common:
+        gap = [round((g4[s] - f4[s]) - (g1[s] - f1[s]), 2) for s in common]
+        lines.append(f"| GSGN is more effective from pretrained models (GSGN − FBank-only: Table IV {PAPER_TABLE4['gsgn'][0] - PAPER_TABLE4['fbank'][0]:+.2f}, "
+                     f"Table I {PAPER['gsgn'][0] - PAPER['fbank'][0]:+.2f}) | (GSGN − FBank-only) pretrained minus from scratch, BLEU per seed: {gap} | "
+                     f"{verdict(gap, None, 1)} |")
+    return "\n".join(lines) + "\n"
 
 
-def gate_stats(st: Study, seeds: List[int]) -> (str, dict):
-    """Fig. 3/4 numbers of GSGN+Drop: first and last epoch's conflict share and g_fbank."""
-    lines = ["| run | seed | epoch | grad_cos | conflict % | g_fbank mean | g_fbank > 1 % |", "|---|---|---|---|---|---|---|"]
+def mechanism_seed(st: Study, seeds: List[int], side: List[int]) -> List[int]:
+    """The from-scratch GSGN+Drop seed drawn beside the pretrained one: the pretrained run's seed
+    where both exist, else the first seed with a finished run."""
+    for s in side[:1]:
+        if st.log(s, "gsgn_drop", "pre") and st.log(s, "gsgn_drop"):
+            return [s]
+    return [s for s in seeds if st.log(s, "gsgn_drop")][:1]
+
+
+def gate_stats(st: Study, seeds: List[int], group: str = "main", header: bool = True) -> (str, dict):
+    """Fig. 3/4 numbers of the gated runs: first, middle and last epoch's gradient cosine,
+    conflict share and g_fbank (``group`` "pre": Table IV's pretrained runs)."""
+    lines = ["| run | seed | epoch | grad_cos | conflict % | g_fbank mean | g_fbank > 1 % |", "|---|---|---|---|---|---|---|"] if header else []
     out = {}
     for v in ("gsgn", "gsgn_drop", "gsgn_drop_exact", "gsgn_drop_nogate"):
         for s in seeds:
-            log = st.log(s, v)
+            log = st.log(s, v, group)
             if not log:
                 continue
             train = [r for r in parse_log(log)["train"] if "epoch" in r]
             pick = [train[0], train[len(train) // 2], train[-1]] if len(train) >= 3 else train
             for r in pick:
                 cells = [r.get(f"train_{k}") for k in ("grad_cos", "conflict_pct", "g_fbank_mean", "g_fbank_gt1_pct")]
-                lines.append(f"| {NAMES[v]} | {s} | {int(r['epoch'])} | " + " | ".join(
+                lines.append(f"| {NAMES[v]}{TAGS[group]} | {s} | {int(r['epoch'])} | " + " | ".join(
                     f"{c:.4g}" if isinstance(c, float) else "-" for c in cells) + " |")
-            out[f"{v}:{s}"] = [{k: r.get(f"train_{k}") for k in ("epoch", "grad_cos", "conflict_pct", "g_fbank_mean", "g_fbank_gt1_pct")} for r in pick]
+            out[f"{v}:{s}" if group == "main" else f"{group}:{v}:{s}"] = [{k: r.get(f"train_{k}") for k in ("epoch", "grad_cos", "conflict_pct", "g_fbank_mean", "g_fbank_gt1_pct")} for r in pick]
     return "\n".join(lines) + "\n", out
 
 
@@ -481,15 +525,20 @@ def main(argv=None):
                                 ("gsgn", "concat"), ("gsgn_drop", "gsgn_drop_nogate")], seeds)
     sections.append(("Significance", sg + "\n" + s4))
     cv, dcv = convergence_table(st, all_variants, seeds)
-    sections.append(("Convergence to FBank-only's best dev BLEU", cv))
+    cv4, dcv4 = convergence_table(st, ["unit", "gsgn", "gsgn_drop"], side, group="pre")
+    sections.append(("Convergence to FBank-only's best dev BLEU", cv + ("\n" + cv4 if dcv4["summary"] else "")))
     dd, ddd = dev_dips(st, seeds)
     sections.append(("Dev BLEU falls: fusion input vs the test protocol", dd))
     gs, dgs = gate_stats(st, seeds)
+    gs4, dgs4 = gate_stats(st, side, group="pre", header=False)
+    gs, dgs = gs + gs4, {**dgs, **dgs4}
     sections.append(("Gates and conflicts (first, middle, last epoch)", gs))
-    sections.append(("Claims", claims(tables, dsg, dcv) + claims_table4(d4, ds4)))
+    sections.append(("Claims", claims(tables, dsg, dcv) + claims_table4(d4, ds4, dcv4, dgs, d1)))
     figs = [plot_curves(st, ["fbank", "unit", "gsgn", "gsgn_drop"], seeds, rep / "study_learning_curves.png"),
             plot_curves(st, ["gsgn_drop", "gsgn_drop_nogate", "gsgn_drop_exact"], seeds, rep / "study_ablation_curves.png"),
-            plot_mechanism({**{f"from scratch, seed {s}": st.log(s, "gsgn_drop") for s in seeds[:1] if st.log(s, "gsgn_drop")},
+            # the paper's Fig. 3/4 put from-scratch and pretrained training side by side: the
+            # same seed for both where the pretrained run exists
+            plot_mechanism({**{f"from scratch, seed {s}": st.log(s, "gsgn_drop") for s in mechanism_seed(st, seeds, side)},
                             **{f"pretrained, seed {s}": st.log(s, "gsgn_drop", "pre") for s in side[:1]
                                if st.log(s, "gsgn_drop", "pre")}},
                            rep / "study_mechanism.png")]
@@ -503,7 +552,8 @@ def main(argv=None):
     md = "\n".join(text) + "\n"
     rep.mkdir(parents=True, exist_ok=True)
     write_text_atomic(rep / "study.md", md)
-    record.update(table1=d1, ablations=dab, side=d23, mfcc=dm, table4=d4, significance_table4=ds4, significance=dsg, convergence=dcv, dips=ddd, gates=dgs,
+    record.update(table1=d1, ablations=dab, side=d23, mfcc=dm, table4=d4, significance_table4=ds4, significance=dsg, convergence=dcv,
+                  convergence_table4=dcv4, dips=ddd, gates=dgs,
                   missing=missing)
     write_json_atomic(rep / "study.json", record)
     print(md)

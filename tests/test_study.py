@@ -126,9 +126,10 @@ def _log(path, bleus, wall=10.0, sample=None, gates=False):
     for e, b in enumerate(bleus, 1):
         inner = {"epoch": e, "num_updates": str(e * 10), "loss": "3.0"}
         rec = {"epoch": e, "train_loss": "3.0", "train_wall": str(wall * e)}
-        if gates:
-            g = {"grad_cos": str(0.5 - 0.05 * e), "conflict_pct": str(2.0 * e), "g_fbank_mean": str(0.9 + 0.01 * e),
-                 "g_fbank_gt1_pct": str(1.0 * e)}
+        if gates:  # True, or a factor on the conflicts and the share of g_fbank above 1
+            k = float(gates)
+            g = {"grad_cos": str(0.5 - 0.05 * e), "conflict_pct": str(2.0 * e * k), "g_fbank_mean": str(0.9 + 0.01 * e),
+                 "g_fbank_gt1_pct": str(1.0 * e * k)}
             inner.update(g)
             rec.update({f"train_{k}": v for k, v in g.items()})
         lines.append(f"2026-01-01 00:00:00 | INFO | train_inner | {json.dumps(inner)}")
@@ -164,16 +165,18 @@ def test_report_tables_significance_convergence_and_claims(tmp_path):
         _run(exp, seed, "unit", weak[:-1] + ["x"], 12, [15, 30, 45, 46, 46, 46])
         _run(exp, seed, "gsgn", good[:-6] + weak[-6:], 14, [20, 40, 50, 55, 56, 56], gates=True)
         _run(exp, seed, "gsgn_drop", good, 15, [20, 45, 30, 56, 57, 58], sample=[20, 44, 43, 56, 57, 58], gates=True)
-    # Table IV, one seed: from pretrained models
-    _run(exp / "pretrained", 1, "fbank", weak, 12, [30, 40, 50, 51, 51, 51])
-    _run(exp / "pretrained", 1, "gsgn_drop", good, 9, [40, 50, 55, 56, 56, 56], gates=True)
+    # Table IV, one seed (the second): from pretrained models, with more conflicts and g_fbank > 1
+    # than from scratch, and GSGN nearer FBank-only than from scratch
+    _run(exp / "pretrained", 2, "fbank", weak, 12, [30, 40, 50, 51, 51, 51])
+    _run(exp / "pretrained", 2, "gsgn_drop", good, 9, [40, 50, 55, 56, 56, 56], gates=4)
+    _run(exp / "pretrained", 2, "gsgn", good[:-3] + weak[-3:], 10, [40, 45, 50, 52, 52, 52], gates=True)
     for m in ("asr", "mt"):  # Table IV's finished pretraining; an unfinished one is not archived
         (exp / "pretrain" / m).mkdir(parents=True)
         for f in ("train.log", "checkpoint_avg5.pt", "checkpoint_avg5.pt.json", "checkpoint_last.pt"):
             (exp / "pretrain" / m / f).write_text(m)
     (exp / "pretrain/.done").mkdir()
     (exp / "pretrain/.done/asr").touch()
-    study_report.main(["--exp", str(exp), "--data", str(data), "--seeds", "1,2", "--archive", str(tmp_path / "archive")])
+    study_report.main(["--exp", str(exp), "--data", str(data), "--seeds", "1,2", "--side-seeds", "2", "--archive", str(tmp_path / "archive")])
     md = (exp / "report/study.md").read_text()
     rec = json.loads((exp / "report/study.json").read_text())
     assert rec["table1"]["fbank"]["epoch"] == [21, 22]
@@ -206,9 +209,28 @@ def test_report_tables_significance_convergence_and_claims(tmp_path):
     assert rec["table4"]["gsgn_drop"]["epoch"] == [9]
     line = next(x for x in claims.splitlines() if x.startswith("| Pretrained: GSGN+Drop converges in fewer epochs"))
     assert line.endswith("| holds (one seed) |")
+    # pretrained GSGN+Drop reaches pretrained FBank-only's best (51, epoch 4) at epoch 3
+    assert rec["convergence_table4"]["summary"]["gsgn_drop"]["epoch_speedup"] == [pytest.approx(4 / 3, abs=0.01)]
+    assert "| GSGN+Drop (pretrained) | 1 | 3.0 (1 seed) | 4.0 (1 seed) |" in md
+    # the gates, pretrained against from scratch, seed 2: first-epoch conflicts 8 vs 2, last-epoch g_fbank > 1 24% vs 6%
+    assert [r["conflict_pct"] for r in rec["gates"]["pre:gsgn_drop:2"]] == [8.0, 32.0, 48.0]
+    line = next(x for x in claims.splitlines() if x.startswith("| Pretrained: gradient conflicts are common"))
+    assert "[6.0] (s2: 8.0 vs 2.0)" in line and line.endswith("| holds (one seed) |")
+    line = next(x for x in claims.splitlines() if x.startswith("| Pretrained: g_fbank exceeds 1"))
+    assert "[18.0] (s2: 24.0% vs 6.0%)" in line and line.endswith("| holds (one seed) |")
+    # GSGN − FBank-only: 3 of 30 hypotheses short when pretrained, 6 from scratch: the gap shrinks
+    line = next(x for x in claims.splitlines() if x.startswith("| GSGN is more effective from pretrained models"))
+    assert "Table IV -0.37, Table I -0.90" in line and line.endswith("| holds (one seed) |")
+    gap = (rec["table4"]["gsgn"]["bleu"][0] - rec["table4"]["fbank"]["bleu"][0]) - (
+        rec["table1"]["gsgn"]["bleu"][1] - rec["table1"]["fbank"]["bleu"][1])
+    assert gap > 0 and f"[{round(gap, 2)}]" in line
+    # the mechanism figure sets the pretrained run beside the from-scratch run of the same seed
+    st = study_report.Study(exp, data, [1, 2], 5)
+    assert study_report.mechanism_seed(st, [1, 2], [2]) == [2]
+    assert study_report.mechanism_seed(st, [1, 2], [3]) == [1]
     # the archive holds what a report (and a later study) needs, no checkpoints
     archived = {str(f.relative_to(tmp_path / "archive")) for f in (tmp_path / "archive").rglob("*") if f.is_file()}
-    assert {"seed1/fbank/train.log", "seed2/gsgn_drop/bleu-tst-COMMON.json", "pretrained/seed1/gsgn_drop/generate-tst-COMMON.txt",
+    assert {"seed1/fbank/train.log", "seed2/gsgn_drop/bleu-tst-COMMON.json", "pretrained/seed2/gsgn_drop/generate-tst-COMMON.txt",
             "seed1/unit/checkpoint_avg5.pt.json", "report.md"} <= archived
     assert not any(a.endswith(".pt") for a in archived)
     assert {"pretrain/asr/train.log", "pretrain/asr/checkpoint_avg5.pt.json"} <= archived
