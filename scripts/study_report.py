@@ -301,6 +301,13 @@ def on_par(deltas: List[float], ps: List[float], alpha: float = 0.05) -> str:
     return "cannot tell: seeds disagree" + tag
 
 
+def speedup_verdict(summary: dict) -> str:
+    """"Reaches FBank-only's best dev BLEU sooner": every seed reached it, in fewer epochs."""
+    if summary["never"]:
+        return f"does not hold for {summary['never']}"
+    return verdict([x - 1 for x in summary["epoch_speedup"]], None, 1)
+
+
 def claims(tables: dict, sig: dict, conv: dict) -> str:
     t1 = tables
     lines = ["| claim (paper) | our numbers | verdict |", "|---|---|---|"]
@@ -337,7 +344,7 @@ def claims(tables: dict, sig: dict, conv: dict) -> str:
     if s:
         add("GSGN+Drop reaches FBank-only's best dev BLEU sooner (the speed-up, in epochs and wall-clock)",
             f"epoch speed-up {s['epoch_speedup']}, wall-clock speed-up {s['wall_speedup']}, never reached: {s['never'] or 'none'}",
-            verdict([x - 1 for x in s["epoch_speedup"]], None, 1) if not s["never"] else "does not hold for " + str(s["never"]))
+            speedup_verdict(s))
     d = paired("gsgn", "fbank", "epoch")
     add(f"GSGN converges in fewer epochs than FBank-only (Table I: {quote('gsgn', 'fbank', 1)})", f"Δ epoch per seed: {d}", verdict(d, None, -1))
     d, p = boot("gsgn", "fbank")
@@ -389,12 +396,15 @@ def claims_table4(t4: dict, sig: dict, conv: Optional[dict] = None, gates: Optio
     sp = ((conv or {}).get("summary") or {}).get("gsgn_drop")
     if sp:
         lines.append("| Pretrained: GSGN+Drop reaches pretrained FBank-only's best dev BLEU sooner | "
-                     f"epoch speed-up {sp['epoch_speedup']}, never reached: {sp['never'] or 'none'} | "
-                     + (verdict([v - 1 for v in sp["epoch_speedup"]], None, 1) if not sp["never"] else f"does not hold for {sp['never']}") + " |")
+                     f"epoch speed-up {sp['epoch_speedup']}, never reached: {sp['never'] or 'none'} | {speedup_verdict(sp)} |")
     # the gate's statistics, pretrained against from scratch, seed by seed (first and last epoch)
-    pairs = [(k.split(":")[-1], g, (gates or {}).get(k[len("pre:"):])) for k, g in (gates or {}).items() if k.startswith("pre:gsgn_drop:")]
-    pairs = [(s, g, h) for s, g, h in pairs
-             if h and all(r.get(k) is not None for r in (g[0], g[-1], h[0], h[-1]) for k in ("conflict_pct", "g_fbank_gt1_pct"))]
+    gates = gates or {}
+    pairs = []  # (seed, pretrained rows, from-scratch rows) where both logged the statistics
+    for key, g in gates.items():
+        if key.startswith("pre:gsgn_drop:"):
+            h = gates.get(key[len("pre:"):])
+            if h and all(r.get(k) is not None for r in (g[0], g[-1], h[0], h[-1]) for k in ("conflict_pct", "g_fbank_gt1_pct")):
+                pairs.append((key.split(":")[-1], g, h))
     if pairs:
         first = [round(g[0]["conflict_pct"] - h[0]["conflict_pct"], 2) for _, g, h in pairs]
         last = [round(g[-1]["g_fbank_gt1_pct"] - h[-1]["g_fbank_gt1_pct"], 2) for _, g, h in pairs]
@@ -420,9 +430,8 @@ def claims_table4(t4: dict, sig: dict, conv: Optional[dict] = None, gates: Optio
 def mechanism_seed(st: Study, seeds: List[int], side: List[int]) -> List[int]:
     """The from-scratch GSGN+Drop seed drawn beside the pretrained one: the pretrained run's seed
     where both exist, else the first seed with a finished run."""
-    for s in side[:1]:
-        if st.log(s, "gsgn_drop", "pre") and st.log(s, "gsgn_drop"):
-            return [s]
+    if side and st.log(side[0], "gsgn_drop", "pre") and st.log(side[0], "gsgn_drop"):
+        return side[:1]
     return [s for s in seeds if st.log(s, "gsgn_drop")][:1]
 
 

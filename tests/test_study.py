@@ -209,6 +209,10 @@ def test_report_tables_significance_convergence_and_claims(tmp_path):
     assert rec["table4"]["gsgn_drop"]["epoch"] == [9]
     line = next(x for x in claims.splitlines() if x.startswith("| Pretrained: GSGN+Drop converges in fewer epochs"))
     assert line.endswith("| holds (one seed) |")
+    line = next(x for x in claims.splitlines() if x.startswith("| GSGN+Drop reaches FBank-only's best dev BLEU sooner"))
+    assert line.endswith("| holds |")
+    line = next(x for x in claims.splitlines() if x.startswith("| Pretrained: GSGN+Drop reaches pretrained FBank-only's best"))
+    assert line.endswith("| holds (one seed) |")
     # pretrained GSGN+Drop reaches pretrained FBank-only's best (51, epoch 4) at epoch 3
     assert rec["convergence_table4"]["summary"]["gsgn_drop"]["epoch_speedup"] == [pytest.approx(4 / 3, abs=0.01)]
     assert "| GSGN+Drop (pretrained) | 1 | 3.0 (1 seed) | 4.0 (1 seed) |" in md
@@ -240,6 +244,12 @@ def test_report_tables_significance_convergence_and_claims(tmp_path):
                        "--archive-pretrained"])
     archived = {str(f.relative_to(tmp_path / "archive2")) for f in (tmp_path / "archive2").rglob("*.pt")}
     assert archived == {"pretrain/asr/checkpoint_avg5.pt"}
+
+
+def test_speedup_verdict():
+    assert study_report.speedup_verdict({"never": [], "epoch_speedup": [1.25, 1.1]}) == "holds"
+    assert study_report.speedup_verdict({"never": [], "epoch_speedup": [0.8, 0.9]}) == "does not hold"
+    assert study_report.speedup_verdict({"never": [2], "epoch_speedup": [1.25]}) == "does not hold for [2]"
 
 
 def test_paper_figures_are_the_papers_tables():
