@@ -38,11 +38,12 @@ Batching is by FBank length (``n_frames``), as in fairseq, except that the last 
 never dropped (see ``batch_by_size``).
 
 With ``seed`` (the task passes ``--seed``), the feature transforms' random draws (SpecAugment)
-of utterance ``index`` in epoch ``e`` come from ``numpy_seed(seed, e, index)``, so a run
-resumed from a checkpoint sees the same masks as one that ran through.
+of utterance ``index`` in epoch ``e`` come from ``numpy_seed(seed, e, index)`` (the same draws,
+by the cheaper ``numpy_seed.NumpySeed``), so a run resumed from a checkpoint sees the same
+masks as one that ran through.
 """
-import io
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -67,8 +68,9 @@ from ..modules.unit_frontend import subsampled_length
 from .manifest import DEFAULT_UNIT_VIEW, strip_bom, unit_view_column
 from .manifest_checks import REQUIRED_COLUMNS, check_n_frames, check_rows, check_zip_refs
 from .mustc import DataError
+from .numpy_seed import NumpySeed
 from .provenance import check_same_provenance, describe, read_units_provenance
-from .zip_store import ZipMember, read_member_checked, split_ref
+from .zip_store import ZipMember, npy_from_bytes, read_member_checked, split_ref
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +210,7 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         self._tgt_pieces: Optional[Dict[int, str]] = (
             {} if _deterministic(pre_tokenizer=kwargs.get("pre_tokenizer"), bpe=kwargs.get("bpe_tokenizer")) else None)
         super().__init__(**kwargs)
+        self._targets: Optional[Dict[int, Tensor]] = {} if self._tgt_pieces is not None else None
         if len(units_paths) != self.n_samples:
             raise ValueError(f"{self.split}: {len(units_paths)} unit paths for {self.n_samples} utterances")
         if num_units <= 0:
@@ -243,6 +246,7 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         self._transcripts: Optional[Dict[int, Tensor]] = (
             {} if _deterministic(pre_tokenizer=src_pre_tokenizer, bpe=src_bpe_tokenizer) else None)
         self.seed = seed
+        self._numpy_seed = NumpySeed()  # fairseq's numpy_seed, without its 140 us state copies
         self.epoch = 1  # fairseq's batch iterator sets it (set_epoch) before loading any utterance
 
     def utt_id(self, index: int) -> str:
@@ -253,7 +257,7 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         zip's CRC-32 (damage that stays finite and in range is caught only this way)."""
         file, offset, length = split_ref(path)
         try:
-            return np.load(io.BytesIO(read_member_checked(file, offset, length, member.crc)), allow_pickle=False)
+            return npy_from_bytes(read_member_checked(file, offset, length, member.crc))
         except DataError as err:
             raise DataError(f"utterance {self.utt_id(index)}: {err}") from None
 
@@ -303,6 +307,26 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
             return super().get_tokenized_tgt_text(index)
         return _memo(self._tgt_pieces, int(index), super().get_tokenized_tgt_text)
 
+    def get_target(self, index: int) -> Optional[Tensor]:
+        """(S,) target ids as fairseq's ``SpeechToTextDataset.__getitem__`` makes them (its
+        language tags included), encoded once per utterance unless a tokenizer samples: the
+        dictionary lookup costs some 80 us an utterance, as much as the whole FBank read."""
+        if self.tgt_texts is None:
+            return None
+        return _memo(self._targets, int(index), self._encode_target)
+
+    def _encode_target(self, index: int) -> Tensor:
+        # fairseq 0.12's SpeechToTextDataset.__getitem__, target part
+        tokenized = self.get_tokenized_tgt_text(index)
+        target = self.tgt_dict.encode_line(tokenized, add_if_not_exist=False, append_eos=self.append_eos).long()
+        if self.cfg.prepend_tgt_lang_tag:
+            lang_tag = self.get_lang_tag_idx(self.tgt_langs[index], self.tgt_dict)
+            target = torch.cat((torch.LongTensor([lang_tag]), target), 0)
+        if self.cfg.prepend_bos_and_append_tgt_lang_tag:
+            lang_tag = self.get_lang_tag_idx(self.tgt_langs[index], self.tgt_dict)
+            target = torch.cat((torch.LongTensor([self.tgt_dict.bos()]), target, torch.LongTensor([lang_tag])), 0)
+        return target
+
     def get_transcript(self, index: int) -> Tensor:
         """(S,) source-dictionary ids of the transcript, encoded once per utterance unless a
         tokenizer samples."""
@@ -318,7 +342,7 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
         validate on them and report a NaN loss, or name a layer). A finite sum proves every
         element finite, at a fraction of the cost of an element-wise mask; only a sum that is
         not finite (a NaN or Inf, or finite values that overflow when added) takes the mask."""
-        if not bool(torch.isfinite(source.sum())) and not bool(torch.isfinite(source).all()):
+        if not math.isfinite(float(source.sum())) and not bool(torch.isfinite(source).all()):
             raise DataError(
                 f"utterance {self.utt_id(index)}: its FBank features hold NaN or Inf "
                 f"({self.audio_paths[index]}); recompute its features (rerun the prep) or remove it from {self.split}.tsv"
@@ -338,8 +362,10 @@ class SpeechToTextMultiviewDataset(SpeechToTextDataset):
     def __getitem__(self, index: int) -> MultiviewDatasetItem:
         # fairseq's feature transforms draw from the global np.random: seeded per utterance, they
         # do not depend on batch composition, workers or where a resumed run restarted
-        with fairseq_data_utils.numpy_seed(self.seed, self.epoch, index):
-            item = super().__getitem__(index)
+        with self._numpy_seed(self.seed, self.epoch, index):
+            source = self.pack_frames(self._get_source_audio(index))
+        speaker_id = self.speaker_to_id[self.speakers[index]] if self.speaker_to_id is not None else None
+        item = SpeechToTextDatasetItem(index=index, source=source, target=self.get_target(index), speaker_id=speaker_id)
         self.check_finite(index, item.source)
         if self.alignment.reads_units is False:  # the model reads no unit view
             return self._item(index, item, None, None)
