@@ -87,7 +87,7 @@ def test_npy_from_bytes_reads_what_np_load_reads(array):
     lambda: _npy(np.arange(12, dtype=np.float32).reshape(3, 4), version=(2, 0)),
     lambda: _npy(np.zeros(3, dtype=[("a", "<i4"), ("b", "<f4")])),
 ], ids=["fortran", "version-2", "structured"])
-def test_npy_from_bytes_hands_other_headers_to_np_load(make):
+def test_npy_from_bytes_reads_other_headers_as_np_load_does(make):
     data = make()
     out, ref = npy_from_bytes(data), np.load(io.BytesIO(bytes(data)))
     assert out.dtype == ref.dtype and np.array_equal(out, ref)
